@@ -1,0 +1,85 @@
+"""What operators learn when a guard fires.
+
+This runs in a throwaway helper thread while some other thread is wedged,
+possibly holding the GIL's attention, a logging handler's lock, or the lock
+inside ``sys.stdout``.  So the order is: first what cannot block on a Python
+lock (a line and every thread's stack written straight to fd 2), then what
+can (hooks, flushing handlers and stdio).  The watchdog thread never waits
+for this function past the grace period; whatever is still blocked then is
+abandoned by the exit.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import sys
+
+from . import instrumentation
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import _thread
+
+    from ._guard import HardExit
+
+
+def report(guard: HardExit, fired_at: float, done: _thread.LockType) -> None:
+    try:
+        details = instrumentation.FireDetails(
+            timeout=guard.timeout,
+            armed_at=guard.armed_at,
+            deadline=guard.deadline,
+            fired_at=fired_at,
+            exit_code=guard.exit_code,
+            reason=guard.reason,
+        )
+        because = f" ({guard.reason})" if guard.reason else ""
+        _write_stderr(
+            f"hardexit: teardown outlived its {guard.timeout:.3f} s deadline{because}; "
+            f"exiting with code {guard.exit_code}. Stacks of every thread:\n"
+        )
+        try:
+            faulthandler.dump_traceback(2, all_threads=True)
+        except (OSError, RuntimeError, ValueError):
+            pass
+        for hook in instrumentation.get_on_fire_hooks():
+            try:
+                hook(details)
+            except BaseException as exc:  # a broken hook must not stop the rest
+                _write_stderr(f"hardexit: on-fire hook {hook!r} raised {exc!r}\n")
+        _flush_logging()
+        _flush_stdio()
+    finally:
+        done.release()
+
+
+def _write_stderr(text: str) -> None:
+    # os.write on fd 2 takes no Python lock, unlike sys.stderr.
+    try:
+        os.write(2, text.encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def _flush_logging() -> None:
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return
+    # Every live handler, attached or not: the list logging.shutdown() walks.
+    for ref in list(getattr(logging, "_handlerList", ())):
+        handler = ref()
+        if handler is not None:
+            try:
+                handler.flush()
+            except Exception:
+                pass
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass

@@ -1,0 +1,167 @@
+"""Guarantees 1 and 2: the process is gone by its deadline, whatever it is stuck on."""
+
+from __future__ import annotations
+
+import pytest
+
+from .support import WEDGES, assert_exited_by_deadline, run
+
+DEADLINE = 0.5
+
+
+@pytest.mark.parametrize("wedge", sorted(WEDGES))
+def test_main_thread_wedged_after_arming(wedge: str) -> None:
+    result = run(
+        f"""
+        hardexit.arm_hard_exit({DEADLINE}, exit_code=42)
+        {WEDGES[wedge]}
+        """
+    )
+    assert_exited_by_deadline(result, 42)
+
+
+@pytest.mark.parametrize("wedge", ["native_gil_released", "native_gil_held"])
+def test_wedged_in_a_worker_thread_while_main_joins_it(wedge: str) -> None:
+    result = run(
+        f"""
+        def work():
+            {WEDGES[wedge]}
+        hardexit.arm_hard_exit({DEADLINE}, exit_code=42)
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+        """
+    )
+    assert_exited_by_deadline(result, 42)
+
+
+def test_default_exit_code_is_zero() -> None:
+    result = run(
+        f"""
+        hardexit.arm_hard_exit({DEADLINE})
+        {WEDGES["native_gil_released"]}
+        """
+    )
+    assert_exited_by_deadline(result, 0)
+
+
+def test_asyncio_await_that_never_resolves() -> None:
+    result = run(
+        f"""
+        async def shutdown():
+            hardexit.arm_hard_exit({DEADLINE}, exit_code=42)
+            await asyncio.get_running_loop().create_future()  # nobody resolves it
+
+        asyncio.run(shutdown())
+        """
+    )
+    assert_exited_by_deadline(result, 42)
+
+
+def test_asyncio_loop_blocked_by_a_sync_call() -> None:
+    result = run(
+        f"""
+        async def shutdown():
+            hardexit.arm_hard_exit({DEADLINE}, exit_code=42)
+            time.sleep(60)  # a blocking call on the event loop
+
+        asyncio.run(shutdown())
+        """
+    )
+    assert_exited_by_deadline(result, 42)
+
+
+def test_asyncio_gather_of_shutdown_hooks_one_of_which_hangs() -> None:
+    result = run(
+        f"""
+        done = []
+        async def quick():
+            done.append(1)
+        async def hangs():
+            await asyncio.Event().wait()
+
+        async def main():
+            hardexit.arm_hard_exit({DEADLINE}, exit_code=42)
+            await asyncio.gather(quick(), hangs())
+
+        asyncio.run(main())
+        """
+    )
+    assert_exited_by_deadline(result, 42)
+
+
+def test_32_threads_contending_for_the_gil_at_arm_time_and_deadline() -> None:
+    result = run(
+        f"""
+        def spin():
+            n = 0
+            while True:
+                n += 1
+        for _ in range(32):
+            threading.Thread(target=spin, daemon=True).start()
+        time.sleep(0.2)  # let them contend before arming
+        hardexit.arm_hard_exit({DEADLINE}, exit_code=42)
+        spin()
+        """
+    )
+    assert_exited_by_deadline(result, 42)
+
+
+# Interpreter shutdown: the watchdog thread is frozen or gone; only the backstop runs.
+
+
+@pytest.mark.parametrize("sleep", ["time.sleep", "ctypes.PyDLL(None).sleep"])
+def test_del_wedged_during_module_teardown(sleep: str) -> None:
+    result = run(
+        f"""
+        import __main__
+        class Wedge:
+            # Bound now: module globals are already None when __del__ runs.
+            def __del__(self, sleep={sleep}):
+                sleep(60)
+        __main__.wedge = Wedge()  # destroyed when finalization clears __main__
+        hardexit.arm_hard_exit({DEADLINE}, exit_code=42)
+        """
+    )
+    assert_exited_by_deadline(result, 42)
+
+
+def test_py_atexit_function_that_never_returns() -> None:
+    # Py_AtExit functions run at the very end of Py_FinalizeEx, with no
+    # interpreter left; libc's pause() stands in for a native cleanup hang.
+    result = run(
+        f"""
+        ctypes.pythonapi.Py_AtExit.argtypes = [ctypes.c_void_p]
+        pause = ctypes.cast(ctypes.CDLL(None).pause, ctypes.c_void_p).value
+        assert ctypes.pythonapi.Py_AtExit(pause) == 0
+        hardexit.arm_hard_exit({DEADLINE}, exit_code=42)
+        """
+    )
+    assert_exited_by_deadline(result, 42)
+
+
+def test_atexit_handler_that_never_returns() -> None:
+    result = run(
+        f"""
+        atexit.register(ctypes.CDLL(None).sleep, 60)
+        hardexit.arm_hard_exit({DEADLINE}, exit_code=42)
+        """
+    )
+    assert_exited_by_deadline(result, 42)
+
+
+def test_non_daemon_thread_that_never_finishes_blocks_interpreter_exit() -> None:
+    result = run(
+        f"""
+        threading.Thread(target=ctypes.CDLL(None).sleep, args=(60,)).start()
+        hardexit.arm_hard_exit({DEADLINE}, exit_code=42)
+        # main returns; the interpreter waits for the thread forever
+        """
+    )
+    assert_exited_by_deadline(result, 42)
+
+
+def test_each_wedge_really_wedges_without_a_guard() -> None:
+    """The control: without arm_hard_exit the same child is still alive at the limit."""
+    result = run(WEDGES["native_gil_held"], limit=DEADLINE + 1.5)
+    assert result.timed_out
