@@ -1,0 +1,87 @@
+"""Guarantees 5 and 6: fork and threads."""
+
+from __future__ import annotations
+
+from .support import WEDGES, assert_exited_by_deadline, run
+
+
+def test_forked_child_inherits_no_guard_and_arms_its_own() -> None:
+    result = run(
+        f"""
+        inherited = hardexit.arm_hard_exit(0.3, exit_code=42)
+        pid = os.fork()
+        if pid == 0:
+            assert hardexit.current_deadline() is None
+            assert not inherited.armed and inherited.cancel() is False
+            {WEDGES["native_gil_held"].replace("60", "1")}  # outlives the inherited deadline
+            hardexit.arm_hard_exit(0.3, exit_code=7)
+            {WEDGES["native_gil_held"]}
+        inherited.cancel()
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+        """
+    )
+    assert result.exit_code == 7, result  # the child's own guard, not the parent's 42
+    assert result.after_arm is not None and 1.3 <= result.after_arm <= 3.0
+
+
+def test_fork_while_other_threads_arm_and_cancel() -> None:
+    # A child forked while another thread holds hardexit's lock must not deadlock
+    # (a child forked while faulthandler's watchdog is armed does).
+    result = run(
+        """
+        stop = False
+        def churn():
+            while not stop:
+                hardexit.arm_hard_exit(30, exit_code=1).cancel()
+        threads = [threading.Thread(target=churn) for _ in range(4)]
+        for t in threads:
+            t.start()
+        codes = []
+        for _ in range(20):
+            pid = os.fork()
+            if pid == 0:
+                hardexit.arm_hard_exit(0.2, exit_code=7)
+                ctypes.PyDLL(None).sleep(60)
+            _, status = os.waitpid(pid, 0)
+            codes.append(os.waitstatus_to_exitcode(status))
+        stop = True
+        for t in threads:
+            t.join()
+        print(codes)
+        """,
+        limit=30,
+    )
+    assert result.exit_code == 0, result
+    assert result.stdout == f"{[7] * 20}\n"
+
+
+def test_arm_and_cancel_from_many_threads_at_once() -> None:
+    result = run(
+        f"""
+        import random
+        errors = []
+        def churn(seed):
+            rng = random.Random(seed)
+            try:
+                for _ in range(500):
+                    guard = hardexit.arm_hard_exit(rng.choice([0.1, 0.3, 30]), exit_code=1)
+                    guard.deadline += rng.choice([-0.05, 0.0, 0.05])
+                    assert guard.cancel()
+            except BaseException as exc:
+                errors.append(exc)
+        threads = [threading.Thread(target=churn, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert hardexit.current_deadline() is None
+        time.sleep(0.5)  # nothing that was cancelled fires
+        # and the guard still works afterwards, armed from another thread
+        threading.Thread(target=hardexit.arm_hard_exit, args=(0.3,), kwargs={{"exit_code": 42}}).start()
+        {WEDGES["native_gil_released"]}
+        """
+    )
+    assert result.exit_code == 42, result
+    assert result.stderr.startswith("hardexit: teardown outlived its 0.300 s deadline")

@@ -1,0 +1,26 @@
+"""The core is cheap to import and starts nothing until something is armed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CHECK = """
+import sys, threading
+before = threading.active_count()
+import hardexit
+assert threading.active_count() == before, "import started a thread"
+heavy = {"ctypes", "logging", "subprocess", "livekit", "asyncio"} & set(sys.modules)
+print(sorted(heavy))
+"""
+
+
+def test_import_starts_no_thread_and_pulls_in_nothing_heavy() -> None:
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", "import sys; sys.path[:0] = %r\n%s" % (sys.path, CHECK)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert out.strip() == "[]"
