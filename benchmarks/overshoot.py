@@ -37,6 +37,7 @@ Markdown goes to stdout, progress to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -51,7 +52,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, AnyStr
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,6 +123,9 @@ def make_arm(mechanism, code, prepare):
             hardexit.prepare()
         def arm(t):
             return hardexit.arm_hard_exit(t, exit_code=code).cancel
+    elif mechanism == "none":  # for the measurement floor
+        def arm(t):
+            return lambda: None
     else:
         raise SystemExit(f"unknown mechanism {mechanism!r}")
     return arm
@@ -152,12 +156,14 @@ if wedge.startswith("native"):
     sleep = libc.sleep
 elif wedge == "contended":
     start_busy_threads(busy)
-before = time.monotonic()
+os.write(fd, f"{time.monotonic()!r}\n".encode())
 arm(deadline)
 after = time.monotonic()
-os.write(fd, f"{before!r} {after!r}\n".encode())
+os.write(fd, f"{after!r}\n".encode())
 os.close(fd)
-if wedge.startswith("native"):
+if wedge == "exit":  # the measurement floor
+    os._exit(0)
+elif wedge.startswith("native"):
     sleep(30)
 else:
     while True:
@@ -214,8 +220,13 @@ guard.cancel()
 time.sleep(0.05)
 counts["after cancel"] = tasks()
 python_threads["after cancel"] = threading.active_count()
+try:
+    from hardexit.testing import is_testing
+    testing = is_testing()
+except ImportError:
+    testing = None
 print(json.dumps({"tasks": counts, "threading": python_threads, "backstop": backstop,
-                  "loaded": loaded}))
+                  "loaded": loaded, "testing": testing}))
 """
 
 
@@ -225,7 +236,7 @@ print(json.dumps({"tasks": counts, "threading": python_threads, "backstop": back
 
 def child_env(extra: dict[str, str], pycache: str) -> dict[str, str]:
     env = dict(os.environ)
-    for name in ("HARDEXIT_BACKSTOP", "HARDEXIT_TIMEOUT", "PYTHONSTARTUP"):
+    for name in ("HARDEXIT_BACKSTOP", "HARDEXIT_TIMEOUT", "PYTHONDONTWRITEBYTECODE"):
         env.pop(name, None)
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
@@ -235,42 +246,69 @@ def child_env(extra: dict[str, str], pycache: str) -> dict[str, str]:
     return env
 
 
-def reap(proc: subprocess.Popen[bytes]) -> None:
+def reap(proc: subprocess.Popen[AnyStr]) -> None:
     """Kill whatever is left of the child's process group, then reap the child.
 
     Called before the child is reaped, so its pid (= the group id) cannot have
     been reused yet.
     """
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     proc.wait()
 
 
-def read_line(fd: int, timeout: float) -> bytes:
-    """One newline-terminated line from *fd*, or b"" on EOF or timeout."""
+class LineReader:
+    """Newline-terminated lines from a pipe, with a deadline for each."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = b""
+        self.poller = select.poll()
+        self.poller.register(fd, select.POLLIN)
+
+    def readline(self, give_up: float) -> bytes | None:
+        """The next line; b"" at end of file; None if *give_up* (monotonic) passes first."""
+        while b"\n" not in self.buffer:
+            left = give_up - time.monotonic()
+            if left <= 0 or not self.poller.poll(math.ceil(left * 1e3)):
+                return None
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                return b""
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line
+
+
+def wait_for_death(pidfd: int, give_up: float) -> float | None:
+    """When the child was seen dead (monotonic), or None if still alive at *give_up*."""
     poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    give_up = time.monotonic() + timeout
-    data = b""
-    while not data.endswith(b"\n"):
-        left = give_up - time.monotonic()
-        if left <= 0 or not poller.poll(math.ceil(left * 1e3)):
-            return b""
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            return b""
-        data += chunk
-    return data
+    poller.register(pidfd, select.POLLIN)
+    if poller.poll(max(math.ceil((give_up - time.monotonic()) * 1e3), 0)):
+        return time.monotonic()
+    return None
 
 
 @dataclass
 class Sample:
-    overshoot: float  # seconds past deadline, from after the arm call; inf = timed out
-    overshoot_from_call: float  # the same, from before the arm call
+    before: float  # the child's time.monotonic() just before the arm call
+    after: float | None  # just after it returned; None if the child died inside it
+    died_at: float | None  # when the parent saw it dead; None if killed at the cap
     exit_label: str
     diagnostics: bool  # hardexit's stack dump reached stderr
+
+    def overshoot(self) -> float | None:
+        """Seconds past the deadline; inf if timed out; None if the arm call never returned."""
+        if self.after is None and self.died_at is not None:
+            return None
+        return self.overshoot_from(self.after or self.before)
+
+    def overshoot_from_call(self) -> float:
+        """The same, counting the deadline from just before the arm call."""
+        return self.overshoot_from(self.before)
+
+    def overshoot_from(self, start: float) -> float:
+        return math.inf if self.died_at is None else self.died_at - (start + DEADLINE)
 
 
 def exit_label(returncode: int) -> str:
@@ -288,17 +326,8 @@ def run_overshoot(mechanism: Mechanism, wedge: Wedge, pycache: str) -> Sample:
     proc: subprocess.Popen[bytes] | None = None
     with tempfile.TemporaryFile() as stderr:
         try:
-            argv = [
-                sys.executable,
-                "-c",
-                CHILD_OVERSHOOT,
-                mechanism.key,
-                wedge.key,
-                str(write_fd),
-                repr(DEADLINE),
-                str(EXIT_CODE),
-                str(BUSY_THREADS),
-            ]
+            argv = [sys.executable, "-c", CHILD_OVERSHOOT, mechanism.key, wedge.key]
+            argv += [str(write_fd), repr(DEADLINE), str(EXIT_CODE), str(BUSY_THREADS)]
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -311,33 +340,32 @@ def run_overshoot(mechanism: Mechanism, wedge: Wedge, pycache: str) -> Sample:
             os.close(write_fd)
             write_fd = -1
             pidfd = os.pidfd_open(proc.pid)
-            line = read_line(read_fd, STARTUP_TIMEOUT)
-            if not line:
+            lines = LineReader(read_fd)
+            first = lines.readline(time.monotonic() + STARTUP_TIMEOUT)
+            if not first:
                 raise RuntimeError(
-                    f"{mechanism.label} / {wedge.label}: child never armed:\n"
+                    f"{mechanism.label} / {wedge.label}: the child never got to arm:\n"
                     + child_stderr(stderr)
                 )
-            before, after = (float(word) for word in line.split())
-            poller = select.poll()
-            poller.register(pidfd, select.POLLIN)
-            left = after + CAP - time.monotonic()
-            exited = bool(poller.poll(max(math.ceil(left * 1e3), 0)))
-            died_at = time.monotonic()
+            before = float(first)
+            # The arm call itself may outlast the deadline (threading.Timer.start()
+            # under contention waits for its thread to get the GIL): the process can
+            # die inside it, and a stuck one counts against the same cap.
+            second = lines.readline(before + CAP)
+            after = float(second) if second else None
+            died_at = wait_for_death(pidfd, (after or before) + CAP)
         finally:
             for fd in (read_fd, write_fd, pidfd):
                 if fd >= 0:
                     os.close(fd)
             if proc is not None:
                 reap(proc)
-        assert proc.returncode is not None
-        due = after + DEADLINE
+        if died_at is None:
+            label = "timeout" if after is not None else "timeout, arm call stuck"
+        else:
+            label = exit_label(proc.returncode)
         stderr.seek(0)
-        return Sample(
-            overshoot=died_at - due if exited else math.inf,
-            overshoot_from_call=died_at - (before + DEADLINE) if exited else math.inf,
-            exit_label=exit_label(proc.returncode) if exited else "timeout",
-            diagnostics=DIAGNOSTICS_MARKER in stderr.read(),
-        )
+        return Sample(before, after, died_at, label, DIAGNOSTICS_MARKER in stderr.read())
 
 
 def child_stderr(stderr: IO[bytes]) -> str:
@@ -422,39 +450,42 @@ def import_time(env: dict[str, str]) -> ImportTime:
 # Formatting
 
 
-def fmt_ms(seconds: float) -> str:
+def fmt_ms(seconds: float, unit: str = "") -> str:
     if math.isinf(seconds):
         return f"> {CAP - DEADLINE:.1f} s"
     ms = seconds * 1e3
-    return f"{ms:.1f}" if abs(ms) >= 10 else f"{ms:.2f}"
+    return (f"{ms:.1f}" if abs(ms) >= 10 else f"{ms:.2f}") + unit
 
 
 def fmt_us(us: float) -> str:
     if us >= 1000:
         return f"{us / 1e3:.1f} ms"
-    return f"{us:.1f}" if us >= 10 else f"{us:.2f}"
+    return f"{us:.1f} µs" if us >= 10 else f"{us:.2f} µs"
 
 
 def fmt_exits(labels: list[str]) -> str:
     counts = Counter(labels)
     if len(counts) == 1:
         return next(iter(counts))
-    return ", ".join(f"{label}×{n}" for label, n in counts.most_common())
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)  # inf (timeout) sorts last, as it should
-    return ordered[(len(ordered) - 1) // 2] if len(ordered) % 2 else statistics.median(ordered)
+    return ", ".join(f"{label} x{n}" for label, n in counts.most_common())
 
 
 def overshoot_cell(samples: list[Sample], from_call: bool = False) -> str:
     if not samples:
         return "n/a"
-    values = [s.overshoot_from_call if from_call else s.overshoot for s in samples]
-    mid, worst = median(values), max(values)
-    if math.isinf(mid) and math.isinf(min(values)):
-        return f"{fmt_ms(mid)} (timeout ×{len(values)})"
-    return f"{fmt_ms(mid)} / {fmt_ms(worst)} ({fmt_exits([s.exit_label for s in samples])})"
+    overshoots = [s.overshoot_from_call() if from_call else s.overshoot() for s in samples]
+    values = [value for value in overshoots if value is not None]
+    inside = len(overshoots) - len(values)
+    if not values:
+        cell = "n/a"
+    elif all(math.isinf(value) for value in values):
+        cell = f"{fmt_ms(math.inf)} (timeout x{len(values)})"
+    else:
+        cell = f"{fmt_ms(statistics.median(values))} / {fmt_ms(max(values))}"
+        cell += f" ({fmt_exits([s.exit_label for s in samples])})"
+    if inside:
+        cell += f"; died inside the arm call x{inside}"
+    return cell
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -473,67 +504,87 @@ def progress(text: str) -> None:
 
 Cells = dict[tuple[int, str], list[Sample]]  # (mechanism index, wedge key) -> samples
 
+FLOOR_MECHANISM = Mechanism("none", "nothing armed")
+FLOOR_WEDGE = Wedge("exit", "os._exit right after writing the timestamp")
 
-def measure_overshoot(runs: int, pycache: str) -> Cells:
+
+def measure_overshoot(runs: int, pycache: str) -> tuple[Cells, list[float]]:
+    """Overshoot samples per cell, and the measurement floor in seconds."""
     cells: Cells = {(m, w.key): [] for m in range(len(MECHANISMS)) for w in WEDGES}
+    floor: list[float] = []
     # Interleaved, so that drift in machine load spreads over every cell.
     for run in range(runs):
+        progress(f"overshoot: run {run + 1}/{runs}, measurement floor")
+        sample = run_overshoot(FLOOR_MECHANISM, FLOOR_WEDGE, pycache)
+        assert sample.died_at is not None and sample.after is not None
+        floor.append(sample.died_at - sample.after)
         for wedge in WEDGES:
             for index, mechanism in enumerate(MECHANISMS):
                 samples = cells[index, wedge.key]
-                if len(samples) >= SKIP_AFTER_TIMEOUTS and all(
-                    math.isinf(s.overshoot) for s in samples
-                ):
+                if len(samples) >= SKIP_AFTER_TIMEOUTS and all(s.died_at is None for s in samples):
                     continue
                 progress(f"overshoot: run {run + 1}/{runs}, {wedge.label}, {mechanism.label}")
                 samples.append(run_overshoot(mechanism, wedge, pycache))
     progress("")
-    return cells
+    return cells, floor
 
 
-def report_overshoot(cells: Cells, runs: int) -> list[str]:
-    header = ["wedge", *(m.label for m in MECHANISMS)]
+def report_overshoot(cells: Cells, floor: list[float], runs: int) -> list[str]:
+    columns = range(len(MECHANISMS))
     rows = []
     for wedge in WEDGES:
-        rows.append([wedge.label, *(overshoot_cell(cells[m, wedge.key]) for m in range(5))])
+        rows.append([wedge.label, *(overshoot_cell(cells[m, wedge.key]) for m in columns)])
         if wedge.key == "contended":
             rows.append(
                 [
                     f"{wedge.label}, from *before* the arm call",
-                    *(overshoot_cell(cells[m, wedge.key], from_call=True) for m in range(5)),
+                    *(overshoot_cell(cells[m, wedge.key], from_call=True) for m in columns),
                 ]
             )
-    out = [
+    hardexits = [m for m in columns if MECHANISMS[m].key == "hardexit"]
+    dumps = [
+        [
+            wedge.label,
+            *(
+                f"{sum(s.diagnostics for s in cells[m, wedge.key])}/{len(cells[m, wedge.key])}"
+                for m in hardexits
+            ),
+        ]
+        for wedge in WEDGES
+    ]
+    return [
         f"## Overshoot past a {DEADLINE} s deadline",
         "",
-        f"ms, median / max over {runs} runs (exit status). Measured from the child's"
-        " `time.monotonic()` right after the arm call returned to the parent seeing"
+        f"ms, median / max over {runs} runs (exit status). From the child's"
+        " `time.monotonic()` right after the arm call returned, to the parent seeing"
         " the child die (pidfd). `threading.Timer` and hardexit are asked for exit code"
         f" {EXIT_CODE}; faulthandler always exits 1; setitimer dies by SIGALRM."
         f" A child alive {CAP:.0f} s after arming is killed (`timeout`); a cell whose"
         f" first {SKIP_AFTER_TIMEOUTS} runs all time out is not run again.",
         "",
-        table(header, rows),
+        f"Measurement floor (a child that calls `os._exit` right after writing its"
+        f" timestamp): median {fmt_ms(statistics.median(floor))} ms,"
+        f" max {fmt_ms(max(floor))} ms.",
+        "",
+        table(["wedge", *(m.label for m in MECHANISMS)], rows),
+        "",
+        "Runs in which hardexit's stack dump reached stderr:",
+        "",
+        table(["wedge", *(MECHANISMS[m].label for m in hardexits)], dumps),
         "",
     ]
-    diag = []
-    for index in (3, 4):
-        for wedge in WEDGES:
-            samples = cells[index, wedge.key]
-            written = sum(s.diagnostics for s in samples)
-            diag.append(f"{MECHANISMS[index].label} / {wedge.label}: {written}/{len(samples)}")
-    out += ["hardexit's stack dump reached stderr in: " + "; ".join(diag) + ".", ""]
-    return out
 
 
-ArmCancel = dict[tuple[int, bool], tuple[float, list[float]]]
+ArmCancel = dict[tuple[int, bool], tuple[float, list[float]]]  # (first, samples) in µs
 
 
 def measure_arm_cancel(quick: bool, pycache: str) -> ArmCancel:
     results: ArmCancel = {}
     for busy in (0, BUSY_THREADS):
-        iterations = (500 if quick else 5000) if not busy else (200 if quick else 1000)
-        budget = (1.0 if quick else 3.0) if busy else 30.0
+        if busy:
+            iterations, budget = (200, 1.0) if quick else (1000, 3.0)
+        else:
+            iterations, budget = (500, 30.0) if quick else (5000, 60.0)
         for index, mechanism in enumerate(MECHANISMS):
             progress(f"arm+cancel: {mechanism.label}, {busy} busy threads")
             results[index, bool(busy)] = run_arm_cancel(
@@ -544,24 +595,25 @@ def measure_arm_cancel(quick: bool, pycache: str) -> ArmCancel:
 
 
 def report_arm_cancel(results: ArmCancel) -> list[str]:
-    header = ["", *(m.label for m in MECHANISMS)]
-    rows = [["first use (cold, no `prepare()`)", *(fmt_us(results[m, False][0]) for m in range(5))]]
+    columns = range(len(MECHANISMS))
+    rows = [["first use (cold: no `prepare()`)", *(fmt_us(results[m, False][0]) for m in columns)]]
     for busy, label in ((False, "idle"), (True, f"{BUSY_THREADS} busy threads")):
-        cells = []
-        for m in range(5):
+        medians, p90s = [], []
+        for m in columns:
             samples = results[m, busy][1]
-            cells.append(f"{fmt_us(statistics.median(samples))} (n={len(samples)})")
-        rows.append([f"median, {label}", *cells])
-        p90 = [fmt_us(statistics.quantiles(results[m, busy][1], n=10)[-1]) for m in range(5)]
-        rows.append([f"p90, {label}", *p90])
+            medians.append(f"{fmt_us(statistics.median(samples))} (n={len(samples)})")
+            p90s.append(fmt_us(statistics.quantiles(samples, n=10)[-1]) if len(samples) > 1 else "")
+        rows += [[f"median, {label}", *medians], [f"p90, {label}", *p90s]]
     return [
         "## arm + cancel cost",
         "",
-        "µs per arm+cancel pair (timeout 10 s), in-process in a fresh child, after one"
-        " untimed first use; the first row is that first use. Under contention the"
-        " busy threads start after the first use, and each mechanism gets a few seconds.",
+        "One arm+cancel pair (timeout 10 s), in-process in a fresh child, after one untimed"
+        " first use (shown in the first row). hardexit is not `prepare()`d, so its first use"
+        " includes the one-time set-up. Under contention the busy threads start after the"
+        " first use and each mechanism gets a few seconds, hence the small n for"
+        " `threading.Timer`, whose `start()` waits for the new thread to get the GIL.",
         "",
-        table(header, rows),
+        table(["", *(m.label for m in MECHANISMS)], rows),
         "",
     ]
 
@@ -578,28 +630,25 @@ def measure_import(runs: int, pycache: str) -> tuple[list[ImportTime], dict[str,
 
 def report_import(times: list[ImportTime], threads: dict[str, object]) -> list[str]:
     cumulative = [t.cumulative_us for t in times]
-    modules = sorted({name for t in times for name in t.self_us})
-    self_medians = {name: statistics.median(t.self_us.get(name, 0) for t in times) for name in modules}
-    top = sorted(self_medians.items(), key=lambda item: -item[1])[:6]
-    tasks = threads["tasks"]
-    python_threads = threads["threading"]
+    modules = {name for t in times for name in t.self_us}
+    self_us = {name: statistics.median(t.self_us.get(name, 0) for t in times) for name in modules}
+    top = sorted(self_us.items(), key=lambda item: -item[1])[:6]
+    tasks, python_threads, loaded = threads["tasks"], threads["threading"], threads["loaded"]
     assert isinstance(tasks, dict) and isinstance(python_threads, dict)
-    loaded = threads["loaded"]
     assert isinstance(loaded, list)
     heavy = [name for name in ("ctypes", "logging", "threading", "signal") if name in loaded]
-    rows = [[stage, str(tasks[stage]), str(python_threads[stage])] for stage in tasks]
+    rows = [[stage, str(count), str(python_threads[stage])] for stage, count in tasks.items()]
     return [
         "## import hardexit",
         "",
-        f"`-X importtime` cumulative for `hardexit`: median {fmt_us(statistics.median(cumulative))}"
-        f" µs, min {fmt_us(min(cumulative))}, max {fmt_us(max(cumulative))} over {len(times)}"
-        " runs (bytecode cache warm).",
-        "",
-        "Largest self times in its subtree (median µs): "
+        f"`-X importtime` cumulative for `hardexit`: median"
+        f" {fmt_us(statistics.median(cumulative))}, min {fmt_us(min(cumulative))},"
+        f" max {fmt_us(max(cumulative))} over {len(times)} runs (bytecode cache warm)."
+        " Largest self times in its subtree (median): "
         + ", ".join(f"`{name}` {fmt_us(us)}" for name, us in top)
         + ".",
         "",
-        f"`import hardexit` loaded {len(loaded)} modules"
+        f"`import hardexit` loads {len(loaded)} modules"
         + (f", including {', '.join(f'`{n}`' for n in heavy)}" if heavy else "")
         + f". Backstop here: `{threads['backstop']}`.",
         "",
@@ -612,37 +661,44 @@ def report_import(times: list[ImportTime], threads: dict[str, object]) -> list[s
 # Goals
 
 
+def verdict(ok: bool) -> str:
+    return "pass" if ok else "**MISS**"
+
+
 def report_goals(cells: Cells, results: ArmCancel, times: list[ImportTime]) -> list[str]:
-    lines = ["## Goals for hardexit", ""]
+    def median_overshoot(mechanism: Mechanism, wedge: Wedge) -> float:
+        samples = cells[MECHANISMS.index(mechanism), wedge.key]
+        return statistics.median(s.overshoot_from_call() for s in samples)
 
-    def verdict(ok: bool) -> str:
-        return "pass" if ok else "**MISS**"
-
-    hx = MECHANISMS.index(HARDEXIT)
+    lines = [
+        "## Goals for hardexit",
+        "",
+        "Overshoot goal per wedge: median <= 1.5x the best other mechanism's median, or"
+        " within 10 ms of it, whichever is looser. Compared on the overshoot from *before*"
+        " the arm call, so that an arm call which itself takes long (`threading.Timer`"
+        " under contention) is not rewarded; elsewhere the two differ by microseconds.",
+        "",
+    ]
     for wedge in WEDGES:
-        ours = median([s.overshoot for s in cells[hx, wedge.key]])
-        best_mech, best = min(
-            ((m, median([s.overshoot for s in cells[MECHANISMS.index(m), wedge.key]]))
-             for m in BASELINES),
-            key=lambda item: item[1],
-        )
+        ours = median_overshoot(HARDEXIT, wedge)
+        best, best_mechanism = min((median_overshoot(m, wedge), m.label) for m in BASELINES)
         limit = max(1.5 * best, best + 0.010)
         lines.append(
-            f"- {wedge.label}: median {fmt_ms(ours)} ms vs best other ({best_mech.label})"
-            f" {fmt_ms(best)} ms; goal <= max(1.5x, +10 ms) = {fmt_ms(limit)} ms:"
-            f" {verdict(ours <= limit)}"
+            f"- {wedge.label}: {fmt_ms(ours, ' ms')} vs {fmt_ms(best, ' ms')} ({best_mechanism});"
+            f" limit {fmt_ms(limit, ' ms')}: {verdict(ours <= limit)}"
         )
-    contended = [s.overshoot for s in cells[hx, "contended"]]
+    samples = cells[MECHANISMS.index(HARDEXIT), "contended"]
+    contended = [s.overshoot_from_call() for s in samples]
+    mid, worst = statistics.median(contended), max(contended)
     lines.append(
-        f"- under contention: median {fmt_ms(median(contended))} ms, max"
-        f" {fmt_ms(max(contended))} ms; goal <= 60 ms: median"
-        f" {verdict(median(contended) <= 0.060)}, max {verdict(max(contended) <= 0.060)}"
+        f"- {BUSY_THREADS} busy threads, <= 60 ms: median {fmt_ms(mid, ' ms')}"
+        f" {verdict(mid <= 0.060)}, max {fmt_ms(worst, ' ms')} {verdict(worst <= 0.060)}"
     )
-    for busy, label in ((False, "idle"), (True, "contended")):
-        cost = statistics.median(results[hx, busy][1])
-        lines.append(f"- arm+cancel, {label}: {fmt_us(cost)} µs; goal <= 20 µs: {verdict(cost <= 20)}")
+    for busy, label in ((False, "idle"), (True, f"{BUSY_THREADS} busy threads")):
+        cost = statistics.median(results[MECHANISMS.index(HARDEXIT), busy][1])
+        lines.append(f"- arm+cancel {label}, <= 20 µs: {fmt_us(cost)} {verdict(cost <= 20)}")
     imported = statistics.median(t.cumulative_us for t in times)
-    lines.append(f"- import: {fmt_us(imported)} µs; goal <= 5 ms: {verdict(imported <= 5000)}")
+    lines.append(f"- import, <= 5 ms: {fmt_us(imported)} {verdict(imported <= 5000)}")
     return [*lines, ""]
 
 
@@ -658,26 +714,34 @@ def main() -> None:
         sys.exit("needs Linux >= 5.3 and Python >= 3.9 (os.pidfd_open)")
 
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="hardexit-bench-") as pycache:
-        import_runs = 3 if args.quick else 10
-        times, threads = measure_import(import_runs, pycache)
+        times, threads = measure_import(3 if args.quick else 10, pycache)
+        if threads.get("testing"):
+            print("warning: hardexit is in testing mode; its guards never fire", file=sys.stderr)
         results = measure_arm_cancel(args.quick, pycache)
-        cells = measure_overshoot(runs, pycache)
+        cells, floor = measure_overshoot(runs, pycache)
 
-    out = [
-        "# hardexit overshoot benchmark",
-        "",
+    out = ["# hardexit: overshoot and overhead", ""]
+    if threads.get("testing"):
+        out += [
+            "**WARNING: `hardexit.testing.is_testing()` is True right after import: guards"
+            " are inert, so the hardexit columns measure nothing.**",
+            "",
+        ]
+    out += [
         f"Python {platform.python_version()} ({sys.executable}), {platform.system()}"
         f" {platform.release()}, {os.cpu_count()} CPUs, GIL switch interval"
-        f" {sys.getswitchinterval() * 1e3:g} ms, hardexit from {REPO_ROOT}.",
+        f" {sys.getswitchinterval() * 1e3:g} ms, hardexit from {REPO_ROOT}."
+        f" 1-minute load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end;"
+        f" took {time.monotonic() - started:.0f} s.",
         "",
-        *report_overshoot(cells, runs),
+        *report_overshoot(cells, floor, runs),
         *report_arm_cancel(results),
         *report_import(times, threads),
         *report_goals(cells, results, times),
-        f"Total time {time.monotonic() - started:.0f} s.",
     ]
-    print("\n".join(out))
+    print("\n".join(out).rstrip())
 
 
 if __name__ == "__main__":

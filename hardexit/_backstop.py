@@ -34,6 +34,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Final, Protocol
 
     class Backstop(Protocol):
@@ -90,9 +91,7 @@ class KernelTimer:
         # across them spares a GIL reacquisition on every arm and cancel,
         # which costs milliseconds when other threads are busy.
         libc = ctypes.PyDLL(None, use_errno=True)
-        try:
-            libc.timer_create
-        except AttributeError:  # glibc < 2.34 keeps POSIX timers in librt
+        if not hasattr(libc, "timer_create"):  # glibc < 2.34 keeps POSIX timers in librt
             libc = ctypes.PyDLL("librt.so.1", use_errno=True)
         self._timer_create = libc.timer_create
         self._timer_create.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
@@ -201,7 +200,11 @@ class NoBackstop:
         pass
 
 
-_CHOICES: Final = {"timer_create": KernelTimer, "setitimer": AlarmTimer, "none": NoBackstop}
+_CHOICES: Final[dict[str, Callable[[], Backstop]]] = {
+    "timer_create": KernelTimer,
+    "setitimer": AlarmTimer,
+    "none": NoBackstop,
+}
 
 
 def load() -> Backstop:

@@ -9,7 +9,6 @@ withdraws its promise only; it never moves another guard's deadline.
 from __future__ import annotations
 
 import _thread
-import math
 import os
 import time
 
@@ -107,7 +106,16 @@ class HardExit:
     ends.
     """
 
-    __slots__ = ("_deadline", "_registry", "_seq", "_state", "armed_at", "exit_code", "reason", "timeout")
+    __slots__ = (
+        "_deadline",
+        "_registry",
+        "_seq",
+        "_state",
+        "armed_at",
+        "exit_code",
+        "reason",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -241,7 +249,11 @@ def current_deadline() -> float | None:
     """The deadline that fires first among this process's live guards, or None."""
     registry = _registry
     with registry.lock:
-        first = registry.due() if not testing_mode else min(registry.live, key=_deadline_order, default=None)
+        first = (
+            registry.due()
+            if not testing_mode
+            else min(registry.live, key=_deadline_order, default=None)
+        )
     return None if first is None else first.deadline
 
 

@@ -97,7 +97,9 @@ _on_fire: tuple[OnFireHook, ...] = (log_hard_exit,)
 _on_arm: tuple[OnArmHook, ...] = ()
 
 
-def _checked(hooks: Iterable[Callable[..., object]], name: str) -> tuple[Callable[..., object], ...]:
+def _checked(
+    hooks: Iterable[Callable[..., object]], name: str
+) -> tuple[Callable[..., object], ...]:
     checked = tuple(hooks)
     for hook in checked:
         if not callable(hook):

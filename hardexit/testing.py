@@ -156,7 +156,8 @@ def run_isolated(
         kind, spec = "function", f"{target.__module__}:{target.__qualname__}"
     else:
         raise TypeError(
-            f"target must be Python source (str) or an importable module-level function; got {target!r}"
+            "target must be Python source (str) or an importable module-level function; "
+            f"got {target!r}"
         )
     child_env = dict(os.environ)
     # The child must import the same hardexit as this process.

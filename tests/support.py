@@ -51,5 +51,3 @@ def assert_exited_by_deadline(result: IsolatedRun, exit_code: int) -> None:
     assert result.past_deadline is not None, f"nothing was armed: {result!r}"
     assert result.past_deadline >= 0.0, f"exited before its deadline: {result!r}"
     assert result.past_deadline <= SLACK, f"exited late: {result!r}"
-
-

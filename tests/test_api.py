@@ -58,7 +58,14 @@ def test_bad_timeout_is_refused_and_arms_nothing(timeout: object, error: type) -
 
 @pytest.mark.parametrize(
     ("exit_code", "error"),
-    [(-1, ValueError), (256, ValueError), (1.0, TypeError), ("0", TypeError), (True, TypeError), (None, TypeError)],
+    [
+        (-1, ValueError),
+        (256, ValueError),
+        (1.0, TypeError),
+        ("0", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+    ],
 )
 def test_bad_exit_code_is_refused_and_arms_nothing(exit_code: object, error: type) -> None:
     with pytest.raises(error, match=r"^exit_code must be an int in 0\.\.255"):
@@ -67,7 +74,7 @@ def test_bad_exit_code_is_refused_and_arms_nothing(exit_code: object, error: typ
 
 
 def test_bad_reason_is_refused() -> None:
-    with pytest.raises(TypeError, match="^reason must be a str"):
+    with pytest.raises(TypeError, match=r"^reason must be a str"):
         hardexit.arm_hard_exit(5, reason=3)  # type: ignore[arg-type]
     assert hardexit.current_deadline() is None
 
@@ -121,9 +128,9 @@ def test_handle_reads_and_moves_its_deadline() -> None:
         guard.deadline = guard.armed_at + 1
         assert hardexit.current_deadline() == guard.armed_at + 1
         assert guard.remaining <= 1
-        with pytest.raises(ValueError, match="^deadline must be a finite"):
+        with pytest.raises(ValueError, match=r"^deadline must be a finite"):
             guard.deadline = math.inf
-        with pytest.raises(TypeError, match="^deadline must be a finite"):
+        with pytest.raises(TypeError, match=r"^deadline must be a finite"):
             guard.deadline = "soon"  # type: ignore[assignment]
         assert guard.deadline == guard.armed_at + 1  # unchanged by bad input
         assert "armed" in repr(guard) and "closing" in repr(guard)
@@ -160,7 +167,7 @@ def test_backstop_on_this_machine() -> None:
 
 
 def test_set_testing_takes_a_bool() -> None:
-    with pytest.raises(TypeError, match="^on must be a bool"):
+    with pytest.raises(TypeError, match=r"^on must be a bool"):
         testing.set_testing("yes")  # type: ignore[arg-type]
     assert not testing.is_testing()
 
@@ -173,5 +180,5 @@ def test_hooks_must_be_callables() -> None:
 
 
 def test_run_isolated_refuses_what_it_cannot_import() -> None:
-    with pytest.raises(TypeError, match="^target must be Python source"):
+    with pytest.raises(TypeError, match=r"^target must be Python source"):
         testing.run_isolated(lambda: None)

@@ -56,7 +56,9 @@ def test_moving_a_deadline_later_and_earlier() -> None:
 
 
 def test_timeout_from_the_environment_and_the_module_attribute() -> None:
-    from_env = run(f"hardexit.arm_hard_exit(exit_code=42)\n{WEDGE}", env={"HARDEXIT_TIMEOUT": "0.5"})
+    from_env = run(
+        f"hardexit.arm_hard_exit(exit_code=42)\n{WEDGE}", env={"HARDEXIT_TIMEOUT": "0.5"}
+    )
     assert_exited_by_deadline(from_env, 42)
     assert from_env.deadline is not None and from_env.armed_at is not None
     assert abs(from_env.deadline - from_env.armed_at - 0.5) < 1e-6

@@ -25,7 +25,10 @@ def test_stack_dump_and_one_record_on_the_hardexit_logger() -> None:
         "hardexit: teardown outlived its 0.500 s deadline (job abc); exiting with code 42."
     )
     # the wedged frames of the main thread
-    assert re.search(r'File "<isolated>", line \d+ in teardown\n  File "<isolated>", line \d+ in <module>', result.stderr)
+    assert re.search(
+        r'File "<isolated>", line \d+ in teardown\n  File "<isolated>", line \d+ in <module>',
+        result.stderr,
+    )
     records = [line for line in result.stdout.splitlines() if line.startswith("hardexit ")]
     assert len(records) == 1, result.stdout
     assert records[0].startswith(

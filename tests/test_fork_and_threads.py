@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .support import WEDGES, assert_exited_by_deadline, run
+from .support import WEDGES, run
 
 
 def test_forked_child_inherits_no_guard_and_arms_its_own() -> None:
@@ -79,7 +79,8 @@ def test_arm_and_cancel_from_many_threads_at_once() -> None:
         assert hardexit.current_deadline() is None
         time.sleep(0.5)  # nothing that was cancelled fires
         # and the guard still works afterwards, armed from another thread
-        threading.Thread(target=hardexit.arm_hard_exit, args=(0.3,), kwargs={{"exit_code": 42}}).start()
+        arm = lambda: hardexit.arm_hard_exit(0.3, exit_code=42)
+        threading.Thread(target=arm).start()
         {WEDGES["native_gil_released"]}
         """
     )

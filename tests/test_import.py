@@ -17,7 +17,7 @@ print(sorted(heavy))
 
 def test_import_starts_no_thread_and_pulls_in_nothing_heavy() -> None:
     out = subprocess.run(
-        [sys.executable, "-I", "-c", "import sys; sys.path[:0] = %r\n%s" % (sys.path, CHECK)],
+        [sys.executable, "-I", "-c", f"import sys; sys.path[:0] = {sys.path!r}\n{CHECK}"],
         capture_output=True,
         text=True,
         timeout=60,

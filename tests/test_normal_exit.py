@@ -26,11 +26,15 @@ sys.exit(3)
 def test_normal_exit_is_untouched(arm: str) -> None:
     plain = run(NORMAL_EXIT.format(arm="pass"))
     guarded = run(NORMAL_EXIT.format(arm=arm))
-    assert (guarded.exit_code, guarded.stdout, guarded.stderr) == (
-        plain.exit_code,
-        plain.stdout,
-        plain.stderr,
-    ) == (3, "to stdout, buffered\natexit ran\n", "to stderr\n")
+    assert (
+        (guarded.exit_code, guarded.stdout, guarded.stderr)
+        == (
+            plain.exit_code,
+            plain.stdout,
+            plain.stderr,
+        )
+        == (3, "to stdout, buffered\natexit ran\n", "to stderr\n")
+    )
     assert guarded.after_arm is not None and guarded.after_arm < 5  # did not wait for the 30 s
 
 
