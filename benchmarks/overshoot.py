@@ -12,14 +12,19 @@ exit at a deadline:
 Three measurements, each in fresh child interpreters of ``sys.executable``
 with this repository's ``hardexit`` on ``PYTHONPATH``:
 
-1. Overshoot past a 0.3 s deadline.  The child arms, writes
-   ``time.monotonic()`` to a pipe, then wedges.  The parent waits on a pidfd
-   for the child to die; overshoot = death seen - (armed + 0.3 s).
-   ``CLOCK_MONOTONIC`` is system-wide on Linux, so the two clocks compare.
-   Wedges: a native call that releases the GIL, bytecode spinning in the main
-   thread, 32 busy threads contending for the GIL, and a native call that
-   holds the GIL.  A child still alive 3 s after arming is killed and counted
-   as a timeout.
+1. Overshoot past a 0.3 s deadline.  The child sets the mechanism up
+   (``hardexit.prepare()`` included), builds its wedge, arms, then wedges;
+   it stores ``time.monotonic()`` just before and just after the arm call in
+   shared memory.  The parent waits on a pidfd for the child to die;
+   overshoot = death seen - (arm call returned + 0.3 s), and for the
+   contended wedge also from before the call.  ``CLOCK_MONOTONIC`` is
+   system-wide on Linux, so the two clocks compare.  Wedges: a native call
+   that releases the GIL (``CDLL sleep``), the main thread spinning in
+   bytecode, 32 busy threads contending for the GIL (main thread spinning
+   too; armed while contended), and a native call that holds the GIL
+   (``PyDLL sleep``).  A child still alive 3 s after arming is killed and
+   counted as a timeout.  A floor is measured too: a child that calls
+   ``os._exit`` right after its timestamp.
 2. arm + cancel cost, in-process: median over many iterations after one
    untimed first use, idle and with 32 busy threads.
 3. ``import hardexit`` cost from ``-X importtime``, and the number of threads
@@ -45,6 +50,7 @@ import platform
 import select
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -143,12 +149,21 @@ def start_busy_threads(n):
     time.sleep(0.05)  # let them all get going
 """
 
-# argv: mechanism wedge fd deadline exit_code busy_threads
+# argv: mechanism wedge ready_fd times_fd deadline exit_code busy_threads
+#
+# The child says "ready" on a pipe, then stores its clock just before and just
+# after the arm call in a shared 16-byte file mapping: unlike a write to a pipe,
+# a store into memory cannot give the GIL away (and take a contended wait to get
+# it back) between the timestamp and the arm, and it survives a child that dies
+# inside the arm call.
 CHILD_OVERSHOOT = (
     CHILD_PRELUDE
     + r"""
-mechanism, wedge, fd = sys.argv[1], sys.argv[2], int(sys.argv[3])
-deadline, code, busy = float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+import mmap, struct
+mechanism, wedge = sys.argv[1:3]
+ready_fd, times_fd, deadline = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+code, busy = int(sys.argv[6]), int(sys.argv[7])
+times = mmap.mmap(times_fd, 16)
 arm = make_arm(mechanism, code, prepare=True)
 if wedge.startswith("native"):
     import ctypes
@@ -156,11 +171,11 @@ if wedge.startswith("native"):
     sleep = libc.sleep
 elif wedge == "contended":
     start_busy_threads(busy)
-os.write(fd, f"{time.monotonic()!r}\n".encode())
+os.write(ready_fd, f"{time.monotonic()!r}\n".encode())
+os.close(ready_fd)
+struct.pack_into("d", times, 0, time.monotonic())
 arm(deadline)
-after = time.monotonic()
-os.write(fd, f"{after!r}\n".encode())
-os.close(fd)
+struct.pack_into("d", times, 8, time.monotonic())
 if wedge == "exit":  # the measurement floor
     os._exit(0)
 elif wedge.startswith("native"):
@@ -257,27 +272,21 @@ def reap(proc: subprocess.Popen[AnyStr]) -> None:
     proc.wait()
 
 
-class LineReader:
-    """Newline-terminated lines from a pipe, with a deadline for each."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.buffer = b""
-        self.poller = select.poll()
-        self.poller.register(fd, select.POLLIN)
-
-    def readline(self, give_up: float) -> bytes | None:
-        """The next line; b"" at end of file; None if *give_up* (monotonic) passes first."""
-        while b"\n" not in self.buffer:
-            left = give_up - time.monotonic()
-            if left <= 0 or not self.poller.poll(math.ceil(left * 1e3)):
-                return None
-            chunk = os.read(self.fd, 4096)
-            if not chunk:
-                return b""
-            self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        return line
+def read_line(fd: int, timeout: float) -> bytes:
+    """One newline-terminated line from *fd*; b"" on end of file or timeout."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    give_up = time.monotonic() + timeout
+    data = b""
+    while not data.endswith(b"\n"):
+        left = give_up - time.monotonic()
+        if left <= 0 or not poller.poll(math.ceil(left * 1e3)):
+            return b""
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return b""
+        data += chunk
+    return data
 
 
 def wait_for_death(pidfd: int, give_up: float) -> float | None:
@@ -324,48 +333,47 @@ def run_overshoot(mechanism: Mechanism, wedge: Wedge, pycache: str) -> Sample:
     read_fd, write_fd = os.pipe()
     pidfd = -1
     proc: subprocess.Popen[bytes] | None = None
-    with tempfile.TemporaryFile() as stderr:
+    with tempfile.TemporaryFile() as stderr, tempfile.TemporaryFile() as times:
+        os.ftruncate(times.fileno(), 16)  # two doubles, 0.0 until stored
         try:
             argv = [sys.executable, "-c", CHILD_OVERSHOOT, mechanism.key, wedge.key]
-            argv += [str(write_fd), repr(DEADLINE), str(EXIT_CODE), str(BUSY_THREADS)]
+            argv += [str(write_fd), str(times.fileno())]
+            argv += [repr(DEADLINE), str(EXIT_CODE), str(BUSY_THREADS)]
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
-                pass_fds=(write_fd,),
+                pass_fds=(write_fd, times.fileno()),
                 env=child_env(mechanism.env, pycache),
                 start_new_session=True,
             )
             os.close(write_fd)
             write_fd = -1
             pidfd = os.pidfd_open(proc.pid)
-            lines = LineReader(read_fd)
-            first = lines.readline(time.monotonic() + STARTUP_TIMEOUT)
-            if not first:
+            ready = read_line(read_fd, STARTUP_TIMEOUT)
+            if not ready:
                 raise RuntimeError(
                     f"{mechanism.label} / {wedge.label}: the child never got to arm:\n"
                     + child_stderr(stderr)
                 )
-            before = float(first)
-            # The arm call itself may outlast the deadline (threading.Timer.start()
-            # under contention waits for its thread to get the GIL): the process can
-            # die inside it, and a stuck one counts against the same cap.
-            second = lines.readline(before + CAP)
-            after = float(second) if second else None
-            died_at = wait_for_death(pidfd, (after or before) + CAP)
+            died_at = wait_for_death(pidfd, float(ready) + CAP)
         finally:
             for fd in (read_fd, write_fd, pidfd):
                 if fd >= 0:
                     os.close(fd)
             if proc is not None:
                 reap(proc)
+        before, after = struct.unpack("dd", os.pread(times.fileno(), 16, 0))
+        if not before:
+            raise RuntimeError(f"{mechanism.label} / {wedge.label}: no arm time stored")
         if died_at is None:
-            label = "timeout" if after is not None else "timeout, arm call stuck"
+            label = "timeout" if after else "timeout, arm call stuck"
         else:
             label = exit_label(proc.returncode)
         stderr.seek(0)
-        return Sample(before, after, died_at, label, DIAGNOSTICS_MARKER in stderr.read())
+        diagnostics = DIAGNOSTICS_MARKER in stderr.read()
+        return Sample(before, after or None, died_at, label, diagnostics)
 
 
 def child_stderr(stderr: IO[bytes]) -> str:

@@ -221,9 +221,7 @@ def arm_hard_exit(
     a finite number of seconds > 0 (bools and strings included), an exit code
     that is not an int in 0..255, or a reason that is not a str.
     """
-    import hardexit
-
-    seconds = _config.resolve_timeout(timeout, hardexit.HARD_EXIT_TIMEOUT)
+    seconds = _config.resolve_timeout(timeout, hardexit_timeout())
     code = _config.check_exit_code(exit_code)
     if reason is not None and not isinstance(reason, str):
         raise TypeError(f"reason must be a str or None; got {reason!r} ({type(reason).__name__})")
@@ -243,6 +241,13 @@ def arm_hard_exit(
     for hook in instrumentation.get_on_arm_hooks():
         hook(guard)
     return guard
+
+
+def hardexit_timeout() -> object:
+    """``hardexit.HARD_EXIT_TIMEOUT`` as it is now (users assign to it)."""
+    import hardexit
+
+    return hardexit.HARD_EXIT_TIMEOUT
 
 
 def current_deadline() -> float | None:

@@ -1,0 +1,185 @@
+"""Bound a livekit-agents job child's teardown on every path.
+
+Add one line at the top of the entrypoint::
+
+    from hardexit.livekit import install
+
+    async def entrypoint(ctx: JobContext) -> None:
+        install(ctx)
+        ...
+
+From the moment the job's shutdown begins, by whichever path comes first
+(``ctx.shutdown()``, the room disconnecting, the supervisor's shutdown
+request, an entrypoint crash), the job child is gone within the budget,
+whatever its teardown is stuck on.  If the worker process dies, SIGKILL
+included, the child is gone within the budget too.  Under the THREAD
+executor nothing is armed: the job shares the worker's process.
+
+Why not arm from a shutdown callback: livekit runs those last, after the
+entrypoint wind-down, ``on_session_end``, the session-report upload and
+``room.disconnect()``, none of which has a timeout of its own.  So this
+module watches the future that livekit resolves when shutdown begins
+(``_JobProc._shutdown_fut``, private but unchanged from livekit-agents 0.12
+to 1.8).  If a release renames it, install() says so in one WARNING and
+falls back to a shutdown callback.
+
+Requires the ``livekit`` extra: ``pip install 'hardexit[livekit]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import select
+import threading
+
+from livekit.agents import JobContext, JobExecutorType
+
+from . import _config, _guard, instrumentation
+
+__all__ = ["install"]
+
+logger = logging.getLogger("hardexit.livekit")
+
+# How long the on-fire hook waits for livekit's log forwarder to send what is
+# queued.  The exit does not wait for the hook past hardexit's grace period,
+# so this only bounds a forwarder that has nothing left to do with us.
+_LOG_DRAIN_TIMEOUT = 1.0
+
+_installed_jobs: set[str] = set()
+
+
+def install(ctx: JobContext, timeout: float | None = None, *, exit_code: int = 0) -> None:
+    """Make this job child exit within *timeout* seconds of its shutdown beginning.
+
+    Call it first thing in the entrypoint.  *timeout* defaults to
+    ``hardexit.HARD_EXIT_TIMEOUT`` (10 s, or ``HARDEXIT_TIMEOUT``); *exit_code*
+    is what the child exits with when the budget runs out (livekit reports a
+    job that exits non-zero as failed).  Both are checked now, so a bad value
+    fails at the top of the entrypoint, not during shutdown.
+
+    Calling it again for the same job does nothing.
+    """
+    seconds = _config.resolve_timeout(timeout, _guard.hardexit_timeout())
+    code = _config.check_exit_code(exit_code)
+    if ctx.proc.executor_type != JobExecutorType.PROCESS:
+        logger.warning(
+            "hardexit.livekit.install() arms nothing: job %s runs under the %s executor, "
+            "inside the worker process, where a hard exit would kill the worker and every "
+            "other job; use the PROCESS executor to bound job teardown",
+            ctx.job.id,
+            ctx.proc.executor_type.value,
+        )
+        return
+    if ctx.job.id in _installed_jobs:
+        return
+    _installed_jobs.add(ctx.job.id)
+
+    _guard.prepare()  # now, not under shutdown pressure
+    arming = _Arming(seconds, code, ctx.job.id)
+    _add_log_drain_hook()
+    shutdown_began = _find_shutdown_future(ctx)
+    if shutdown_began is not None:
+        shutdown_began.add_done_callback(arming.on_shutdown_began)
+    else:
+        logger.warning(
+            "hardexit.livekit.install(): this livekit-agents release has no "
+            "_JobProc._shutdown_fut; arming from a shutdown callback instead, which "
+            "livekit runs only after on_session_end, the report upload and "
+            "room.disconnect(), so a hang in those is not bounded"
+        )
+        ctx.add_shutdown_callback(arming.on_shutdown_callback)
+    _watch_worker(arming)
+
+
+class _Arming:
+    """Arms one guard for the job, on the first sign that it is ending."""
+
+    def __init__(self, timeout: float, exit_code: int, job_id: str) -> None:
+        self._timeout = timeout
+        self._exit_code = exit_code
+        self._job_id = job_id
+        self._lock = threading.Lock()
+        self._armed = False
+
+    def arm(self, why: str) -> None:
+        with self._lock:
+            if self._armed:
+                return
+            self._armed = True
+        _guard.arm_hard_exit(
+            self._timeout,
+            exit_code=self._exit_code,
+            reason=f"livekit job {self._job_id}: {why}",
+        )
+
+    def on_shutdown_began(self, future: asyncio.Future[object]) -> None:
+        if future.cancelled():  # livekit cancels the job when the worker connection ends
+            self.arm("job cancelled")
+        else:
+            self.arm(f"shutdown: {getattr(future.result(), 'reason', 'unknown reason')}")
+
+    async def on_shutdown_callback(self, reason: str) -> None:
+        self.arm(f"shutdown: {reason}")
+
+
+def _find_shutdown_future(ctx: JobContext) -> asyncio.Future[object] | None:
+    # JobContext's on_shutdown is a closure over the _JobProc that owns the future.
+    on_shutdown = getattr(ctx, "_on_shutdown", None)
+    code = getattr(on_shutdown, "__code__", None)
+    closure = getattr(on_shutdown, "__closure__", None)
+    if code is None or not closure or "self" not in code.co_freevars:
+        return None
+    job_proc = closure[code.co_freevars.index("self")].cell_contents
+    future = getattr(job_proc, "_shutdown_fut", None)
+    return future if isinstance(future, asyncio.Future) else None
+
+
+def _watch_worker(arming: _Arming) -> None:
+    """Arm when the worker process dies, SIGKILL included.
+
+    A forkserver child's OS parent is the forkserver, which outlives the
+    worker, so PR_SET_PDEATHSIG cannot tell.  multiprocessing's parent
+    sentinel can: the read end of a pipe whose only write end lives in the
+    worker, so it reads EOF exactly when the worker is gone.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    sentinel = parent.sentinel
+
+    def watch() -> None:
+        while True:
+            try:
+                select.select([sentinel], [], [])
+                if os.read(sentinel, 512) == b"":
+                    break
+            except OSError:
+                return  # the sentinel was closed under us: nothing to watch
+        arming.arm("the worker process died")
+
+    threading.Thread(target=watch, name="hardexit-worker-watch", daemon=True).start()
+
+
+def _add_log_drain_hook() -> None:
+    hooks = instrumentation.get_on_fire_hooks()
+    if _drain_log_forwarder not in hooks:
+        instrumentation.set_on_fire_hooks([*hooks, _drain_log_forwarder])
+
+
+def _drain_log_forwarder(details: instrumentation.FireDetails) -> None:
+    """On-fire hook: let livekit's log forwarder send what is queued, the record included.
+
+    The job child's root logger has livekit's LogQueueHandler, which queues
+    records for a thread that sends them to the worker.  ``close()`` queues an
+    end marker behind them; the thread ends when it has sent everything before
+    it.  Without this, ``os._exit`` drops whatever is still queued.
+    """
+    from livekit.agents.ipc.log_queue import LogQueueHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, LogQueueHandler):
+            handler.close()
+            handler.thread.join(_LOG_DRAIN_TIMEOUT)
