@@ -108,15 +108,16 @@ class IsolatedRun:
 # Runs in the child: report the first arm through the pipe, then run the target.
 _CHILD = """\
 import os, sys
-fd = int(sys.argv[1])
+_unreported = [int(sys.argv[1])]
 from hardexit import instrumentation
 
 def _report_first_arm(guard):
-    global fd
-    if fd >= 0:
-        os.write(fd, f"{guard.armed_at!r} {guard.deadline!r}\\n".encode())
-        os.close(fd)
-        fd = -1
+    try:
+        fd = _unreported.pop()  # atomic: one thread reports, however many arm at once
+    except IndexError:
+        return
+    os.write(fd, f"{guard.armed_at!r} {guard.deadline!r}\\n".encode())
+    os.close(fd)
 
 instrumentation.set_on_arm_hooks([_report_first_arm])
 kind, target = sys.argv[2], sys.argv[3]
