@@ -4,7 +4,17 @@ The watchdog thread (``_watchdog.py``) exits at the deadline and says why, but
 it is a Python thread.  It cannot run while a C call holds the GIL, it is
 starved when many threads want the GIL, and it is frozen for good once
 interpreter finalization begins.  So every armed deadline is also handed to
-the kernel, for ``deadline + GRACE``:
+the kernel, in two stages:
+
+1. The kernel exits at ``deadline + BACKSTOP_DELAY`` (10 ms): two GIL switch
+   intervals, so a watchdog that can get the GIL at all gets there first.
+2. When the watchdog starts firing, it moves the kernel's exit to ``now +
+   DIAGNOSTICS_BUDGET`` (90 ms) and says why inline; whatever in the
+   diagnostics blocks (a logging handler's lock held by the wedged thread,
+   say) is cut off there.
+
+So the process is gone by ``deadline + 0.1 s`` in every case, and by
+``deadline + 10 ms`` wherever Python cannot run.  The mechanisms:
 
 ``timer_create`` (Linux with glibc)
     A POSIX timer on ``CLOCK_MONOTONIC`` with ``SIGEV_THREAD``, whose notify
@@ -40,8 +50,11 @@ if TYPE_CHECKING:
     class Backstop(Protocol):
         name: str
 
-        def schedule(self, when: float, exit_code: int) -> None:
-            """Exit with *exit_code* at *when* (``time.monotonic()`` clock) unless moved."""
+        def schedule(self, when: float, exit_code: int) -> bool:
+            """Exit with *exit_code* at *when* (``time.monotonic()`` clock) unless moved.
+
+            Returns whether the kernel will carry it out.
+            """
 
         def clear(self) -> None:
             """Nothing is due any more."""
@@ -51,10 +64,8 @@ if TYPE_CHECKING:
 
 
 BACKSTOP_ENV_VAR: Final = "HARDEXIT_BACKSTOP"
-# Seconds past the deadline the watchdog thread has for its diagnostics before
-# the kernel exits regardless.  With it, the process is gone by deadline + 0.1 s
-# in every case the backstop covers, deadline + 0.25 s with the reaping parent.
-GRACE: Final = 0.1
+BACKSTOP_DELAY: Final = 0.010
+DIAGNOSTICS_BUDGET: Final = 0.090
 
 _CLOCK_MONOTONIC = 1  # <linux/time.h>; the clock time.monotonic() reads on Linux
 _SIGEV_THREAD = 2  # <bits/sigevent-consts.h>
@@ -133,7 +144,7 @@ class KernelTimer:
         if self._timer_settime(timer, flags, spec_ref, None):
             raise OSError(self._ctypes.get_errno(), "timer_settime failed")
 
-    def schedule(self, when: float, exit_code: int) -> None:
+    def schedule(self, when: float, exit_code: int) -> bool:
         timer = self._timer_for(exit_code)
         if self._armed is not None and self._armed != timer:
             self._settime(self._armed, 0, self._never_ref)
@@ -142,6 +153,7 @@ class KernelTimer:
         self._due.it_value.tv_nsec = int((when - seconds) * 1e9)
         self._settime(timer, _TIMER_ABSTIME, self._due_ref)
         self._armed = timer
+        return True
 
     def clear(self) -> None:
         if self._armed is not None:
@@ -170,11 +182,12 @@ class AlarmTimer:
         # getsignal() is None when C code set the handler: not ours to take.
         return self._signal.getsignal(self._signal.SIGALRM) is self._signal.SIG_DFL
 
-    def schedule(self, when: float, exit_code: int) -> None:
+    def schedule(self, when: float, exit_code: int) -> bool:
         if not (self._armed or self._alarm_is_free()):
-            return
+            return False
         self._signal.setitimer(self._signal.ITIMER_REAL, max(when - time.monotonic(), 1e-6))
         self._armed = True
+        return True
 
     def clear(self) -> None:
         if self._armed:
@@ -190,8 +203,8 @@ class NoBackstop:
 
     name = "none"
 
-    def schedule(self, when: float, exit_code: int) -> None:
-        pass
+    def schedule(self, when: float, exit_code: int) -> bool:
+        return False
 
     def clear(self) -> None:
         pass

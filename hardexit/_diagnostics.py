@@ -1,11 +1,10 @@
 """What operators learn when a guard fires.
 
-This runs in a throwaway helper thread while some other thread is wedged,
-possibly holding the GIL's attention, a logging handler's lock, or the lock
-inside ``sys.stdout``.  So the order is: first what cannot block on a Python
-lock (a line and every thread's stack written straight to fd 2), then what
-can (hooks, flushing handlers and stdio).  The watchdog thread never waits
-for this function past the grace period; whatever is still blocked then is
+This runs while some other thread is wedged, possibly holding a logging
+handler's lock or the lock inside ``sys.stdout``.  So the order is: first
+what cannot block on a Python lock (a line and every thread's stack, written
+straight to fd 2), then what can (hooks, flushing handlers and stdio).  The
+caller bounds it: whatever is still blocked after ``DIAGNOSTICS_BUDGET`` is
 abandoned by the exit.
 """
 
@@ -19,39 +18,34 @@ from . import instrumentation
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import _thread
-
     from ._guard import HardExit
 
 
-def report(guard: HardExit, fired_at: float, done: _thread.LockType) -> None:
+def report(guard: HardExit, fired_at: float) -> None:
+    details = instrumentation.FireDetails(
+        timeout=guard.timeout,
+        armed_at=guard.armed_at,
+        deadline=guard.deadline,
+        fired_at=fired_at,
+        exit_code=guard.exit_code,
+        reason=guard.reason,
+    )
+    because = f" ({guard.reason})" if guard.reason else ""
+    _write_stderr(
+        f"hardexit: teardown outlived its {guard.timeout:.3f} s deadline{because}; "
+        f"exiting with code {guard.exit_code}. Stacks of every thread:\n"
+    )
     try:
-        details = instrumentation.FireDetails(
-            timeout=guard.timeout,
-            armed_at=guard.armed_at,
-            deadline=guard.deadline,
-            fired_at=fired_at,
-            exit_code=guard.exit_code,
-            reason=guard.reason,
-        )
-        because = f" ({guard.reason})" if guard.reason else ""
-        _write_stderr(
-            f"hardexit: teardown outlived its {guard.timeout:.3f} s deadline{because}; "
-            f"exiting with code {guard.exit_code}. Stacks of every thread:\n"
-        )
+        faulthandler.dump_traceback(2, all_threads=True)
+    except (OSError, RuntimeError, ValueError):
+        pass
+    for hook in instrumentation.get_on_fire_hooks():
         try:
-            faulthandler.dump_traceback(2, all_threads=True)
-        except (OSError, RuntimeError, ValueError):
-            pass
-        for hook in instrumentation.get_on_fire_hooks():
-            try:
-                hook(details)
-            except BaseException as exc:  # a broken hook must not stop the rest
-                _write_stderr(f"hardexit: on-fire hook {hook!r} raised {exc!r}\n")
-        _flush_logging()
-        _flush_stdio()
-    finally:
-        done.release()
+            hook(details)
+        except BaseException as exc:  # a broken hook must not stop the rest
+            _write_stderr(f"hardexit: on-fire hook {hook!r} raised {exc!r}\n")
+    _flush_logging()
+    _flush_stdio()
 
 
 def _write_stderr(text: str) -> None:

@@ -59,12 +59,14 @@ class Registry:
 
     def reschedule(self) -> None:
         """Point the backstop and the watchdog at the earliest deadline. Lock held."""
+        if self.firing is not None:
+            return  # the watchdog has moved the backstop to cover its diagnostics
         first = self.due()
         assert self.backstop is not None
         if first is None:
             self.backstop.clear()
             return
-        self.backstop.schedule(first.deadline + _backstop.GRACE, first.exit_code)
+        self.backstop.schedule(first.deadline + _backstop.BACKSTOP_DELAY, first.exit_code)
         if self.watchdog_due is None:
             self.watchdog_due = first.deadline
             _thread.start_new_thread(_watchdog.watch, (self,))
@@ -210,8 +212,8 @@ def arm_hard_exit(
     an await that never resolves, a hang in interpreter finalization), it
     exits with *exit_code*: a dump of every thread's stack and one record on
     the ``hardexit`` logger first where Python can still run, then
-    ``os._exit``; and where it cannot, the kernel backstop, at most
-    ``GRACE`` (0.1 s) later.
+    ``os._exit``; and where it cannot, the kernel backstop, 10 ms later.
+    Either way the process is gone by the deadline + 0.1 s.
 
     *timeout* defaults to ``hardexit.HARD_EXIT_TIMEOUT`` (10.0 s unless the
     ``HARDEXIT_TIMEOUT`` environment variable or an assignment says

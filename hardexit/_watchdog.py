@@ -5,11 +5,18 @@ polling) whenever nothing is armed.  It is a plain ``_thread`` thread: it
 needs no ``threading`` bookkeeping lock that a wedged thread could hold, and
 nobody joins it at exit, so it never delays a normal exit.
 
-When the earliest deadline passes it hands the diagnostics to a helper
-thread, waits for them at most until ``deadline + 3/4 GRACE``, and calls
-``os._exit``.  If it cannot run at all (a C call holds the GIL, or
-finalization froze it), the backstop exits at ``deadline + GRACE``; both
-exit with the same code, so whichever comes first is right.
+When the earliest deadline passes it marks the guard as firing (``cancel()``
+says False from then on), moves the kernel backstop to ``now +
+DIAGNOSTICS_BUDGET``, reports inline, and calls ``os._exit``.  Inline,
+because every hand-off to another thread costs a GIL switch interval when
+other threads are busy; the moved backstop is what bounds a report that
+blocks.  Without a backstop the report runs in a helper thread instead, and
+the watchdog waits for it no longer than that same budget.
+
+If the watchdog cannot run at all (a C call holds the GIL, the GIL is
+contended, finalization froze it), the backstop exits at ``deadline +
+BACKSTOP_DELAY``.  Both exit with the guard's code, so whichever comes first
+is right.
 """
 
 from __future__ import annotations
@@ -20,13 +27,11 @@ import os
 import time
 
 from . import _diagnostics
-from ._backstop import GRACE
+from ._backstop import DIAGNOSTICS_BUDGET
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._guard import HardExit, Registry
-
-_DIAGNOSTICS_SHARE = 0.75  # of GRACE; the rest is margin before the backstop
 
 
 def watch(registry: Registry) -> None:
@@ -36,6 +41,8 @@ def watch(registry: Registry) -> None:
             now = time.monotonic()
             if first is not None and now >= first.deadline:
                 registry.firing = first  # from here on, cancel() says False
+                assert registry.backstop is not None
+                bounded = registry.backstop.schedule(now + DIAGNOSTICS_BUDGET, first.exit_code)
                 break
             if first is None:
                 registry.watchdog_due, wait = math.inf, -1.0
@@ -45,15 +52,24 @@ def watch(registry: Registry) -> None:
         # An arm with an earlier deadline releases `wake`; a cancel does not
         # bother: waking at a deadline that was cancelled costs one loop.
         registry.wake.acquire(True, wait)
-    fire(first, now)
+    fire(first, now, bounded)
 
 
-def fire(guard: HardExit, fired_at: float) -> None:
-    done = _thread.allocate_lock()
-    done.acquire()
+def fire(guard: HardExit, fired_at: float, bounded: bool) -> None:
     try:
-        _thread.start_new_thread(_diagnostics.report, (guard, fired_at, done))
-        budget = guard.deadline + GRACE * _DIAGNOSTICS_SHARE - time.monotonic()
-        done.acquire(True, max(budget, 0.0))
+        if bounded:
+            _diagnostics.report(guard, fired_at)
+        else:
+            done = _thread.allocate_lock()
+            done.acquire()
+            _thread.start_new_thread(_report_then_release, (guard, fired_at, done))
+            done.acquire(True, DIAGNOSTICS_BUDGET)
     finally:
         os._exit(guard.exit_code)
+
+
+def _report_then_release(guard: HardExit, fired_at: float, done: _thread.LockType) -> None:
+    try:
+        _diagnostics.report(guard, fired_at)
+    finally:
+        done.release()

@@ -5,10 +5,10 @@ is one on-fire hook, :func:`log_hard_exit`, which puts one record on the
 ``hardexit`` logger.  Replace or extend the lists with
 :func:`set_on_fire_hooks` and :func:`set_on_arm_hooks`.
 
-On-fire hooks run after the deadline, in a helper thread, while a wedged
+On-fire hooks run after the deadline, in the watchdog thread, while a wedged
 thread may hold any lock in the process.  The exit does not wait for them
-past the grace period, so a hook that blocks costs its own output, never the
-exit.  Keep them short; do not take locks you cannot bound.
+past the diagnostics budget (90 ms), so a hook that blocks costs its own
+output, never the exit.  Keep them short; do not take locks you cannot bound.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import select
 import threading
+from collections.abc import Callable
 
 from livekit.agents import JobContext, JobExecutorType
 
@@ -44,8 +45,8 @@ __all__ = ["install"]
 logger = logging.getLogger("hardexit.livekit")
 
 # How long the on-fire hook waits for livekit's log forwarder to send what is
-# queued.  The exit does not wait for the hook past hardexit's grace period,
-# so this only bounds a forwarder that has nothing left to do with us.
+# queued.  The exit does not wait for the hook past hardexit's diagnostics
+# budget (90 ms) anyway; this only bounds it where there is no backstop.
 _LOG_DRAIN_TIMEOUT = 1.0
 
 _installed_jobs: set[str] = set()
@@ -82,7 +83,7 @@ def install(ctx: JobContext, timeout: float | None = None, *, exit_code: int = 0
     _add_log_drain_hook()
     shutdown_began = _find_shutdown_future(ctx)
     if shutdown_began is not None:
-        shutdown_began.add_done_callback(arming.on_shutdown_began)
+        _add_done_callback_first(shutdown_began, arming.on_shutdown_began)
     else:
         logger.warning(
             "hardexit.livekit.install(): this livekit-agents release has no "
@@ -135,6 +136,33 @@ def _find_shutdown_future(ctx: JobContext) -> asyncio.Future[object] | None:
     job_proc = closure[code.co_freevars.index("self")].cell_contents
     future = getattr(job_proc, "_shutdown_fut", None)
     return future if isinstance(future, asyncio.Future) else None
+
+
+def _add_done_callback_first(
+    future: asyncio.Future[object], callback: Callable[[asyncio.Future[object]], object]
+) -> None:
+    """Add *callback* to *future* ahead of the callbacks it already has.
+
+    livekit's job task awaits the future from before the entrypoint runs, so
+    its wake-up is the first callback.  On Python 3.12+ that task then runs
+    ``AgentSession.aclose()`` and ``on_session_end`` inline (``wait_for`` no
+    longer wraps them in a task) up to their first real suspension, and one
+    that wedges before it would keep the loop from calling a callback added
+    after the task's.
+    """
+    waiting = getattr(future, "_callbacks", None)
+    if future.done() or not isinstance(waiting, list):
+        future.add_done_callback(callback)
+        return
+    waiting = list(waiting)  # (callback, context) pairs, in order
+    if not all(isinstance(item, tuple) and len(item) == 2 for item in waiting):
+        future.add_done_callback(callback)
+        return
+    for other, _ in waiting:
+        future.remove_done_callback(other)
+    future.add_done_callback(callback)
+    for other, context in waiting:
+        future.add_done_callback(other, context=context)
 
 
 def _watch_worker(arming: _Arming) -> None:
