@@ -1,0 +1,169 @@
+"""hardexit.livekit in real livekit-agents job children, with no LiveKit server.
+
+Each scenario runs a supervisor that starts the job child as the worker
+does (see livekit_harness.py).  Most run twice: guarded, with
+``install(ctx, timeout=2, exit_code=42)`` at the top of the entrypoint, and
+unguarded, without it, to show that the same child does not exit by itself.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from .livekit_harness import JOB_ID, Run, gone_at, launch
+from .support import SLACK
+
+# Each run starts a forkserver with livekit's preload: about 5 s before the job runs.
+pytestmark = pytest.mark.timeout(60)
+
+TIMEOUT = 2.0
+EXIT_CODE = 42
+# Unguarded children are checked this long after their shutdown began.
+STILL_ALIVE_AFTER = TIMEOUT + 3.0
+
+guarded_or_not = pytest.mark.parametrize("guarded", [True, False], ids=["guarded", "unguarded"])
+
+
+def launch_job(tmp_path: Path, guarded: bool, **scenario: object) -> AbstractContextManager[Run]:
+    return launch(tmp_path, install=guarded, timeout=TIMEOUT, exit_code=EXIT_CODE, **scenario)
+
+
+def assert_gone_in_budget(run: Run, began: float) -> None:
+    """The job child stopped within TIMEOUT + SLACK of *began*, and not before its deadline."""
+    gone = gone_at(run.child_pid, began + STILL_ALIVE_AFTER)
+    assert gone is not None, f"the job child is still alive:\n{run.log()}"
+    print(f"job child gone {gone - began:.3f} s after its shutdown began")
+    assert gone - began <= TIMEOUT + SLACK, run.log()
+    deadlines = [e["deadline"] for e in run.events() if e.get("deadline") is not None]
+    if deadlines:  # armed before the child's last event
+        assert gone >= deadlines[0], "exited before its deadline"
+
+
+def assert_still_alive(run: Run, began: float) -> None:
+    assert gone_at(run.child_pid, began + STILL_ALIVE_AFTER) is None, run.log()
+    print(f"job child still alive {STILL_ALIVE_AFTER} s after its shutdown began")
+
+
+def assert_exit_code(run: Run) -> None:
+    """The supervisor saw the job child exit with EXIT_CODE: the guard's code, not a kill."""
+    assert run.event("exited", timeout=10)["exitcode"] == EXIT_CODE, run.log()
+
+
+def assert_record_forwarded(run: Run, reason: str) -> None:
+    """The child's ``hardexit`` record reached the supervisor's log before the child was gone.
+
+    Lines read ``<pid> <logger> <LEVEL>: <message>``; the record, formatted in the
+    supervisor, carries the job child's pid.  Diagnostics are best effort: on a
+    machine too loaded to run the watchdog thread right at the deadline, the kernel
+    backstop exits without them, so only one test asserts them.
+    """
+    log = run.log()
+    record = (
+        f"{run.child_pid} hardexit ERROR: hard exit (livekit job {JOB_ID}: {reason}): "
+        f"teardown outlived its {TIMEOUT:.3f} s deadline"
+    )
+    assert record in log, log
+    # livekit logs this once the child is gone and its forwarded records are drained
+    assert log.index(record) < log.index(f"process exited with non-zero exit code {EXIT_CODE}")
+    # and the stack dump, written to the child's fd 2
+    assert f"hardexit: teardown outlived its {TIMEOUT:.3f} s deadline (livekit job" in log
+
+
+@guarded_or_not
+def test_ctx_shutdown_with_a_shutdown_callback_that_awaits_forever(
+    tmp_path: Path, guarded: bool
+) -> None:
+    with launch_job(tmp_path, guarded, trigger="ctx_shutdown", shutdown_cb="hang") as run:
+        began = run.event("ctx_shutdown")["mono"]
+        assert (run.event("shutdown_cb")["deadline"] is not None) is guarded
+        if not guarded:
+            assert_still_alive(run, began)
+            return
+        assert_gone_in_budget(run, began)
+        assert_exit_code(run)
+        assert_record_forwarded(run, "shutdown: harness")
+
+
+@guarded_or_not
+def test_supervisor_aclose_with_a_shutdown_callback_deadlocked_in_native_code(
+    tmp_path: Path, guarded: bool
+) -> None:
+    # close_timeout outlasts the budget: the supervisor's own kill is not what ends it.
+    with launch_job(
+        tmp_path,
+        guarded,
+        trigger="none",
+        shutdown_cb="deadlock",
+        action="aclose",
+        close_timeout=10.0,
+    ) as run:
+        began = run.event("aclose")["mono"]
+        assert run.event("shutdown_cb")["reason"] == "parent process shutdown"
+        if not guarded:
+            assert_still_alive(run, began)
+            return
+        assert_gone_in_budget(run, began)
+        assert_exit_code(run)
+
+
+@pytest.mark.parametrize(
+    "session_end,guarded",
+    [("hang", True), ("hang", False), ("deadlock", True)],
+    ids=["hang-guarded", "hang-unguarded", "deadlock-guarded"],
+)
+def test_on_session_end_that_never_returns(tmp_path: Path, session_end: str, guarded: bool) -> None:
+    # livekit runs on_session_end (with a 300 s default timeout) before the shutdown
+    # callbacks.  On Python 3.12+ it runs inline in the job task, which resumes when
+    # shutdown begins: a wedge before its first await stops the event loop right there.
+    with launch_job(
+        tmp_path, guarded, trigger="ctx_shutdown", session_end=session_end, shutdown_cb="quick"
+    ) as run:
+        began = run.event("ctx_shutdown")["mono"]
+        assert (run.event("session_end")["deadline"] is not None) is guarded
+        if not guarded:
+            assert_still_alive(run, began)
+            return
+        assert_gone_in_budget(run, began)
+        assert_exit_code(run)
+        assert "shutdown_cb" not in [e["ev"] for e in run.events()]
+
+
+@guarded_or_not
+def test_worker_sigkilled_while_the_job_child_is_wedged_in_native_code(
+    tmp_path: Path, guarded: bool
+) -> None:
+    # The entrypoint deadlocks the child's event loop; no shutdown ever begins, so
+    # only the worker-death watch can arm.  Nothing reports the orphan's exit code.
+    with launch_job(
+        tmp_path, guarded, trigger="none", entrypoint="deadlock", action="kill_worker"
+    ) as run:
+        assert run.event("wedging")["deadline"] is None
+        assert run.proc.wait(timeout=30) == -9
+        killed = run.event("kill_worker")["mono"]
+        if not guarded:
+            assert_still_alive(run, killed)  # an orphan, deadlocked for good
+            return
+        assert_gone_in_budget(run, killed)
+
+
+def test_thread_executor_warns_once_and_arms_nothing(tmp_path: Path) -> None:
+    # The job runs in a thread of the worker: arming would kill the worker and every job.
+    with launch(
+        tmp_path,
+        executor="thread",
+        timeout=TIMEOUT,
+        exit_code=EXIT_CODE,
+        trigger="ctx_shutdown",
+        shutdown_cb="hang",
+    ) as run:
+        assert run.event("entrypoint")["executor"] == "thread"
+        began = run.event("ctx_shutdown")["mono"]
+        assert run.event("shutdown_cb")["deadline"] is None
+        assert gone_at(run.proc.pid, began + TIMEOUT + SLACK) is None, run.log()
+        warnings = [line for line in run.log().splitlines() if "arms nothing" in line]
+        assert len(warnings) == 1, run.log()
+        assert "hardexit.livekit WARNING" in warnings[0]
+        assert "thread executor" in warnings[0]
