@@ -681,27 +681,35 @@ def report_goals(cells: Cells, results: ArmCancel, times: list[ImportTime]) -> l
     lines = [
         "## Goals for hardexit",
         "",
-        "Overshoot goal per wedge: median <= 1.5x the best other mechanism's median, or"
-        " within 10 ms of it, whichever is looser. Compared on the overshoot from *before*"
+        "The goals of the issue that asked for this benchmark. Without contention, a"
+        " wedge's median overshoot is within 1.5x the best other mechanism's median, or"
+        " within 10 ms of it, whichever is looser; with 32 busy threads it is at most"
+        " 60 ms; and where no Python thread can run (a native call holding the GIL) the"
+        " process is gone by the deadline + 250 ms. Overshoot is counted from *before*"
         " the arm call, so that an arm call which itself takes long (`threading.Timer`"
         " under contention) is not rewarded; elsewhere the two differ by microseconds.",
         "",
     ]
     for wedge in WEDGES:
         ours = median_overshoot(HARDEXIT, wedge)
-        best, best_mechanism = min((median_overshoot(m, wedge), m.label) for m in BASELINES)
-        limit = max(1.5 * best, best + 0.010)
-        lines.append(
-            f"- {wedge.label}: {fmt_ms(ours, ' ms')} vs {fmt_ms(best, ' ms')} ({best_mechanism});"
-            f" limit {fmt_ms(limit, ' ms')}: {verdict(ours <= limit)}"
-        )
-    samples = cells[MECHANISMS.index(HARDEXIT), "contended"]
-    contended = [s.overshoot_from_call() for s in samples]
-    mid, worst = statistics.median(contended), max(contended)
-    lines.append(
-        f"- {BUSY_THREADS} busy threads, <= 60 ms: median {fmt_ms(mid, ' ms')}"
-        f" {verdict(mid <= 0.060)}, max {fmt_ms(worst, ' ms')} {verdict(worst <= 0.060)}"
-    )
+        samples = [s.overshoot_from_call() for s in cells[MECHANISMS.index(HARDEXIT), wedge.key]]
+        if wedge.key == "contended":
+            lines.append(
+                f"- {wedge.label}, median <= 60 ms: {fmt_ms(ours, ' ms')} {verdict(ours <= 0.060)}"
+                f" (max {fmt_ms(max(samples), ' ms')})"
+            )
+        elif wedge.key == "native-gil":
+            lines.append(
+                f"- {wedge.label}, every run <= 250 ms: max {fmt_ms(max(samples), ' ms')}"
+                f" {verdict(max(samples) <= 0.250)} (median {fmt_ms(ours, ' ms')})"
+            )
+        else:
+            best, best_mechanism = min((median_overshoot(m, wedge), m.label) for m in BASELINES)
+            limit = max(1.5 * best, best + 0.010)
+            lines.append(
+                f"- {wedge.label}: {fmt_ms(ours, ' ms')} vs {fmt_ms(best, ' ms')}"
+                f" ({best_mechanism}); limit {fmt_ms(limit, ' ms')}: {verdict(ours <= limit)}"
+            )
     for busy, label in ((False, "idle"), (True, f"{BUSY_THREADS} busy threads")):
         cost = statistics.median(results[MECHANISMS.index(HARDEXIT), busy][1])
         lines.append(f"- arm+cancel {label}, <= 20 µs: {fmt_us(cost)} {verdict(cost <= 20)}")

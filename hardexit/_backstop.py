@@ -6,15 +6,15 @@ starved when many threads want the GIL, and it is frozen for good once
 interpreter finalization begins.  So every armed deadline is also handed to
 the kernel, in two stages:
 
-1. The kernel exits at ``deadline + BACKSTOP_DELAY`` (10 ms): two GIL switch
-   intervals, so a watchdog that can get the GIL at all gets there first.
+1. The kernel exits at ``deadline + BACKSTOP_DELAY`` (25 ms), time enough
+   for a watchdog that can get the GIL at all to get there first.
 2. When the watchdog starts firing, it moves the kernel's exit to ``now +
    DIAGNOSTICS_BUDGET`` (90 ms) and says why inline; whatever in the
    diagnostics blocks (a logging handler's lock held by the wedged thread,
    say) is cut off there.
 
 So the process is gone by ``deadline + 0.1 s`` in every case, and by
-``deadline + 10 ms`` wherever Python cannot run.  The mechanisms:
+``deadline + 25 ms`` wherever Python cannot run.  The mechanisms:
 
 ``timer_create`` (Linux with glibc)
     A POSIX timer on ``CLOCK_MONOTONIC`` with ``SIGEV_THREAD``, whose notify
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 
 
 BACKSTOP_ENV_VAR: Final = "HARDEXIT_BACKSTOP"
-BACKSTOP_DELAY: Final = 0.010
+BACKSTOP_DELAY: Final = 0.025
 DIAGNOSTICS_BUDGET: Final = 0.090
 
 _CLOCK_MONOTONIC = 1  # <linux/time.h>; the clock time.monotonic() reads on Linux

@@ -212,7 +212,7 @@ def arm_hard_exit(
     an await that never resolves, a hang in interpreter finalization), it
     exits with *exit_code*: a dump of every thread's stack and one record on
     the ``hardexit`` logger first where Python can still run, then
-    ``os._exit``; and where it cannot, the kernel backstop, 10 ms later.
+    ``os._exit``; and where it cannot, the kernel backstop, 25 ms later.
     Either way the process is gone by the deadline + 0.1 s.
 
     *timeout* defaults to ``hardexit.HARD_EXIT_TIMEOUT`` (10.0 s unless the

@@ -24,6 +24,7 @@ from __future__ import annotations
 import _thread
 import math
 import os
+import sys
 import time
 
 from . import _diagnostics
@@ -44,18 +45,27 @@ def watch(registry: Registry) -> None:
                 assert registry.backstop is not None
                 bounded = registry.backstop.schedule(now + DIAGNOSTICS_BUDGET, first.exit_code)
                 break
-            if first is None:
-                registry.watchdog_due, wait = math.inf, -1.0
-            else:
-                registry.watchdog_due = first.deadline
-                wait = min(first.deadline - now, _thread.TIMEOUT_MAX)
-        # An arm with an earlier deadline releases `wake`; a cancel does not
-        # bother: waking at a deadline that was cancelled costs one loop.
-        registry.wake.acquire(True, wait)
+            registry.watchdog_due = deadline = math.inf if first is None else first.deadline
+        # Wake a switch interval early: getting the GIL back from a busy
+        # thread takes about that long.  An arm with an earlier deadline
+        # releases `wake`; a cancel does not bother, as waking for a deadline
+        # that was cancelled costs one loop.
+        wait = deadline - now - sys.getswitchinterval()
+        if wait > 0:
+            registry.wake.acquire(True, min(wait, _thread.TIMEOUT_MAX))
+        else:
+            # Holding the GIL, a few ms before the deadline: keep it until
+            # then, as any busy thread may; a sleep would give it away.
+            while time.monotonic() < deadline:
+                pass
     fire(first, now, bounded)
 
 
 def fire(guard: HardExit, fired_at: float, bounded: bool) -> None:
+    # The report releases the GIL at every write, and getting it back costs a
+    # switch interval (5 ms) when other threads are busy.  The process is
+    # exiting: nothing is left to lose by making each hand-off near-free.
+    sys.setswitchinterval(1e-6)
     try:
         if bounded:
             _diagnostics.report(guard, fired_at)
