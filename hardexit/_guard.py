@@ -256,11 +256,7 @@ def current_deadline() -> float | None:
     """The deadline that fires first among this process's live guards, or None."""
     registry = _registry
     with registry.lock:
-        first = (
-            registry.due()
-            if not testing_mode
-            else min(registry.live, key=_deadline_order, default=None)
-        )
+        first = min(registry.live, key=_deadline_order, default=None)
     return None if first is None else first.deadline
 
 

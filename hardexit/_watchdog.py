@@ -5,8 +5,9 @@ polling) whenever nothing is armed.  It is a plain ``_thread`` thread: it
 needs no ``threading`` bookkeeping lock that a wedged thread could hold, and
 nobody joins it at exit, so it never delays a normal exit.
 
-When the earliest deadline passes it marks the guard as firing (``cancel()``
-says False from then on), moves the kernel backstop to ``now +
+It wakes a GIL switch interval before the earliest deadline and keeps the
+GIL until then.  When the deadline passes it marks the guard as firing
+(``cancel()`` says False from then on), moves the kernel backstop to ``now +
 DIAGNOSTICS_BUDGET``, reports inline, and calls ``os._exit``.  Inline,
 because every hand-off to another thread costs a GIL switch interval when
 other threads are busy; the moved backstop is what bounds a report that
@@ -34,6 +35,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._guard import HardExit, Registry
 
+# The most the watchdog wakes early and keeps the GIL before a deadline.
+_MAX_LEAD = 0.005
+
 
 def watch(registry: Registry) -> None:
     while True:
@@ -50,7 +54,7 @@ def watch(registry: Registry) -> None:
         # thread takes about that long.  An arm with an earlier deadline
         # releases `wake`; a cancel does not bother, as waking for a deadline
         # that was cancelled costs one loop.
-        wait = deadline - now - sys.getswitchinterval()
+        wait = deadline - now - min(sys.getswitchinterval(), _MAX_LEAD)
         if wait > 0:
             registry.wake.acquire(True, min(wait, _thread.TIMEOUT_MAX))
         else:
