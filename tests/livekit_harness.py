@@ -61,6 +61,8 @@ class Scenario:
     entrypoint: str = "return"  # "return", or "deadlock": wedge the event loop in libc
     shutdown_cb: str = "hang"  # "hang" (await forever) | "deadlock" (in libc) | "quick"
     session_end: str = "none"  # "none" | "hang" | "deadlock" (before its first await)
+    # pretend livekit renamed the internal that install() hooks (ctx's shutdown closure)
+    hide_shutdown_future: bool = False
     # --- the supervisor, once the job runs
     # "observe": wait for the child to exit; "aclose": SupervisedProc.aclose(), as a
     # draining worker does; "kill_worker": SIGKILL itself once the child is wedged
@@ -109,6 +111,9 @@ async def entrypoint(ctx: JobContext) -> None:
         # deadline: what hardexit has armed in this process (None: nothing)
         emit(sc.events_path, "child", ev, deadline=hardexit.current_deadline(), **fields)
 
+    if sc.hide_shutdown_future:
+        on_shutdown_closure = ctx._on_shutdown
+        ctx._on_shutdown = lambda reason: on_shutdown_closure(reason)  # not over `self`
     if sc.install:
         install(ctx, sc.timeout, exit_code=sc.exit_code)
     child_event("entrypoint", executor=ctx.proc.executor_type.value)

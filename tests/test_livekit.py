@@ -149,6 +149,21 @@ def test_worker_sigkilled_while_the_job_child_is_wedged_in_native_code(
         assert_gone_in_budget(run, killed)
 
 
+def test_without_the_internal_hook_it_warns_once_and_arms_from_a_shutdown_callback(
+    tmp_path: Path,
+) -> None:
+    with launch_job(
+        tmp_path, True, trigger="ctx_shutdown", shutdown_cb="hang", hide_shutdown_future=True
+    ) as run:
+        began = run.event("ctx_shutdown")["mono"]
+        # Armed later than the internal hook would: after livekit's own teardown steps.
+        assert gone_at(run.child_pid, began + STILL_ALIVE_AFTER) is not None, run.log()
+        assert_exit_code(run)
+        warnings = [line for line in run.log().splitlines() if "_JobProc._shutdown_fut" in line]
+        assert len(warnings) == 1, run.log()
+        assert "hardexit.livekit WARNING" in warnings[0]
+
+
 def test_thread_executor_warns_once_and_arms_nothing(tmp_path: Path) -> None:
     # The job runs in a thread of the worker: arming would kill the worker and every job.
     with launch(
