@@ -34,6 +34,7 @@ class Registry:
     __slots__ = (
         "backstop",
         "firing",
+        "inert",
         "live",
         "lock",
         "next_seq",
@@ -46,6 +47,7 @@ class Registry:
         self.wake = _thread.allocate_lock()  # held = no wake-up pending
         self.wake.acquire()
         self.live: list[HardExit] = []
+        self.inert: list[HardExit] = []  # armed under hardexit.testing.set_testing(True)
         self.backstop = backstop
         self.firing: HardExit | None = None
         self.watchdog_due: float | None = None  # None: no watchdog thread yet
@@ -53,9 +55,7 @@ class Registry:
 
     def due(self) -> HardExit | None:
         """The guard whose deadline comes first (ties: the first armed)."""
-        if testing_mode or not self.live:
-            return None
-        return min(self.live, key=_deadline_order)
+        return min(self.live, key=_deadline_order) if self.live else None
 
     def reschedule(self) -> None:
         """Point the backstop and the watchdog at the earliest deadline. Lock held."""
@@ -110,6 +110,7 @@ class HardExit:
 
     __slots__ = (
         "_deadline",
+        "_inert",
         "_registry",
         "_seq",
         "_state",
@@ -135,6 +136,7 @@ class HardExit:
         self._registry = registry
         self._seq = registry.next_seq
         self._state = _ARMED
+        self._inert = testing_mode  # never fires, even after testing mode ends
 
     @property
     def deadline(self) -> float:
@@ -151,7 +153,7 @@ class HardExit:
         registry = self._registry
         with registry.lock:
             self._deadline = deadline
-            if self._state is _ARMED and registry is _registry and registry.firing is None:
+            if self._state is _ARMED and registry is _registry and not self._inert:
                 registry.reschedule()
 
     @property
@@ -176,7 +178,7 @@ class HardExit:
             if self._state is not _ARMED or registry is not _registry or registry.firing:
                 return False
             self._state = _CANCELLED
-            registry.live.remove(self)
+            (registry.inert if self._inert else registry.live).remove(self)
             registry.reschedule()
         return True
 
@@ -233,13 +235,16 @@ def arm_hard_exit(
     with registry.lock:
         guard = HardExit(seconds, code, reason, time.monotonic(), registry)
         registry.next_seq += 1
-        registry.live.append(guard)
-        try:
-            registry.reschedule()
-        except BaseException:
-            registry.live.remove(guard)
-            guard._state = _CANCELLED
-            raise
+        if guard._inert:
+            registry.inert.append(guard)
+        else:
+            registry.live.append(guard)
+            try:
+                registry.reschedule()
+            except BaseException:
+                registry.live.remove(guard)
+                guard._state = _CANCELLED
+                raise
     for hook in instrumentation.get_on_arm_hooks():
         hook(guard)
     return guard
@@ -256,7 +261,7 @@ def current_deadline() -> float | None:
     """The deadline that fires first among this process's live guards, or None."""
     registry = _registry
     with registry.lock:
-        first = min(registry.live, key=_deadline_order, default=None)
+        first = min(registry.live + registry.inert, key=_deadline_order, default=None)
     return None if first is None else first.deadline
 
 

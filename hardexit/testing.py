@@ -7,8 +7,8 @@ Two tools, for the two kinds of test:
   code, signal, output, and when it exited relative to its first arm.  Use
   it to prove that your teardown really is bounded.  hardexit's own test
   suite is written with it.
-- :func:`set_testing` makes guards inert in *this* process: they are armed,
-  readable and cancellable, but never fire.  Use it for unit tests of code
+- :func:`set_testing` makes the guards armed in *this* process inert: they
+  are armed, readable and cancellable, but never fire.  Use it for unit tests of code
   that arms a guard on its way out, so the test runner is not shot.
 """
 
@@ -32,20 +32,17 @@ __all__ = ["IsolatedRun", "is_testing", "run_isolated", "set_testing"]
 
 
 def set_testing(on: bool) -> None:
-    """Make guards inert in this process (True), or live again (False).
+    """Make the guards armed from now on inert (True), or live again (False).
 
     While on, ``arm_hard_exit()`` validates and returns guards as usual, and
-    :func:`hardexit.current_deadline` reports them, but nothing fires: no
-    watchdog wake-up, no backstop.  Turning it off arms the live guards for
-    real, from their original deadlines.
+    :func:`hardexit.current_deadline` reports them, but they never fire: no
+    watchdog, no backstop.  A guard armed while it was on stays inert after
+    it is turned off, so a guard a test forgot to cancel cannot shoot the
+    test runner later; guards armed before it was turned on stay live.
     """
     if not isinstance(on, bool):
         raise TypeError(f"on must be a bool; got {on!r}")
-    registry = _guard._registry
-    with registry.lock:
-        _guard.testing_mode = on
-        if registry.backstop is not None:
-            registry.reschedule()
+    _guard.testing_mode = on
 
 
 def is_testing() -> bool:
