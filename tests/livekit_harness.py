@@ -57,7 +57,10 @@ class Scenario:
     timeout: float = 2.0
     exit_code: int = 42
     # --- the job
-    trigger: str = "ctx_shutdown"  # the entrypoint calls ctx.shutdown("harness"), or "none"
+    # how the job's shutdown begins: the entrypoint calls ctx.shutdown("harness"), the
+    # room emits "disconnected" (a real, never-connected rtc.Room), the entrypoint
+    # raises ("crash"), or "none"
+    trigger: str = "ctx_shutdown"
     entrypoint: str = "return"  # "return", or "deadlock": wedge the event loop in libc
     shutdown_cb: str = "hang"  # "hang" (await forever) | "deadlock" (in libc) | "quick"
     session_end: str = "none"  # "none" | "hang" | "deadlock" (before its first await)
@@ -131,9 +134,13 @@ async def entrypoint(ctx: JobContext) -> None:
         child_event("wedging")
         deadlock_in_native_code()
     await asyncio.sleep(0.3)
+    child_event(sc.trigger)
     if sc.trigger == "ctx_shutdown":
-        child_event("ctx_shutdown")
         ctx.shutdown("harness")  # last: the entrypoint is done when livekit's shutdown runs
+    elif sc.trigger == "room_disconnect":
+        ctx.room.emit("disconnected", 1)  # what the room does on the server's word
+    elif sc.trigger == "crash":
+        raise RuntimeError("entrypoint crashed")
 
 
 async def session_end(ctx: JobContext) -> None:
@@ -177,7 +184,7 @@ def _executor(sc: Scenario) -> ProcJobExecutor | ThreadJobExecutor:
     )
 
 
-def _job_info() -> RunningJobInfo:
+def _job_info(sc: Scenario) -> RunningJobInfo:
     job = agent.Job(
         id=JOB_ID,
         type=agent.JobType.JT_ROOM,
@@ -189,7 +196,8 @@ def _job_info() -> RunningJobInfo:
         url="ws://127.0.0.1:1",  # never contacted: the job never calls ctx.connect()
         token="",
         worker_id="W_harness",
-        fake_job=True,  # a mock room
+        # a mock room, except to emit "disconnected" from a real (never connected) one
+        fake_job=sc.trigger != "room_disconnect",
     )
 
 
@@ -202,7 +210,7 @@ async def supervise(sc: Scenario) -> None:
     await executor.start()
     await executor.initialize()
     event("started", child_pid=getattr(executor, "pid", None))
-    await executor.launch_job(_job_info())
+    await executor.launch_job(_job_info(sc))
 
     if sc.action == "aclose":
         await _child_event(sc, "entrypoint")

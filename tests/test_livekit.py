@@ -87,6 +87,20 @@ def test_ctx_shutdown_with_a_shutdown_callback_that_awaits_forever(
         assert_record_forwarded(run, "shutdown: harness")
 
 
+@pytest.mark.parametrize(
+    ("trigger", "reason"),
+    [("room_disconnect", "room disconnected"), ("crash", "job crashed")],
+)
+def test_room_disconnect_and_entrypoint_crash_start_the_budget_too(
+    tmp_path: Path, trigger: str, reason: str
+) -> None:
+    with launch_job(tmp_path, True, trigger=trigger, shutdown_cb="hang") as run:
+        began = run.event(trigger)["mono"]
+        assert run.event("shutdown_cb")["reason"] == reason
+        assert_gone_in_budget(run, began)
+        assert_exit_code(run)
+
+
 @guarded_or_not
 def test_supervisor_aclose_with_a_shutdown_callback_deadlocked_in_native_code(
     tmp_path: Path, guarded: bool
