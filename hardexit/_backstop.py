@@ -8,8 +8,8 @@ the kernel, in two stages:
 
 1. The kernel exits at ``deadline + BACKSTOP_DELAY`` (25 ms), time enough
    for a watchdog that can get the GIL at all to get there first.
-2. When the watchdog starts firing, it moves the kernel's exit to ``now +
-   DIAGNOSTICS_BUDGET`` (90 ms) and says why inline; whatever in the
+2. When the watchdog starts firing, it moves the kernel's exit to ``deadline
+   + REPORT_DEADLINE`` (100 ms) and says why inline; whatever in the
    diagnostics blocks (a logging handler's lock held by the wedged thread,
    say) is cut off there.
 
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 
 BACKSTOP_ENV_VAR: Final = "HARDEXIT_BACKSTOP"
 BACKSTOP_DELAY: Final = 0.025
-DIAGNOSTICS_BUDGET: Final = 0.090
+REPORT_DEADLINE: Final = 0.100
 
 _CLOCK_MONOTONIC = 1  # <linux/time.h>; the clock time.monotonic() reads on Linux
 _SIGEV_THREAD = 2  # <bits/sigevent-consts.h>

@@ -4,8 +4,8 @@ This runs while some other thread is wedged, possibly holding a logging
 handler's lock or the lock inside ``sys.stdout``.  So the order is: first
 what cannot block on a Python lock (a line and every thread's stack, written
 straight to fd 2), then what can (hooks, flushing handlers and stdio).  The
-caller bounds it: whatever is still blocked after ``DIAGNOSTICS_BUDGET`` is
-abandoned by the exit.
+caller bounds it: whatever is still blocked at ``deadline + REPORT_DEADLINE``
+is abandoned by the exit.
 """
 
 from __future__ import annotations

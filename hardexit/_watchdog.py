@@ -7,12 +7,12 @@ nobody joins it at exit, so it never delays a normal exit.
 
 It wakes a GIL switch interval before the earliest deadline and keeps the
 GIL until then.  When the deadline passes it marks the guard as firing
-(``cancel()`` says False from then on), moves the kernel backstop to ``now +
-DIAGNOSTICS_BUDGET``, reports inline, and calls ``os._exit``.  Inline,
-because every hand-off to another thread costs a GIL switch interval when
-other threads are busy; the moved backstop is what bounds a report that
+(``cancel()`` says False from then on), moves the kernel backstop to
+``deadline + REPORT_DEADLINE``, reports inline, and calls ``os._exit``.
+Inline, because every hand-off to another thread costs a GIL switch interval
+when other threads are busy; the moved backstop is what bounds a report that
 blocks.  Without a backstop the report runs in a helper thread instead, and
-the watchdog waits for it no longer than that same budget.
+the watchdog waits for it until that same moment at most.
 
 If the watchdog cannot run at all (a C call holds the GIL, the GIL is
 contended, finalization froze it), the backstop exits at ``deadline +
@@ -29,7 +29,7 @@ import sys
 import time
 
 from . import _diagnostics
-from ._backstop import DIAGNOSTICS_BUDGET
+from ._backstop import REPORT_DEADLINE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,7 +47,9 @@ def watch(registry: Registry) -> None:
             if first is not None and now >= first.deadline:
                 registry.firing = first  # from here on, cancel() says False
                 assert registry.backstop is not None
-                bounded = registry.backstop.schedule(now + DIAGNOSTICS_BUDGET, first.exit_code)
+                bounded = registry.backstop.schedule(
+                    first.deadline + REPORT_DEADLINE, first.exit_code
+                )
                 break
             registry.watchdog_due = deadline = math.inf if first is None else first.deadline
         # Wake a switch interval early: getting the GIL back from a busy
@@ -77,7 +79,7 @@ def fire(guard: HardExit, fired_at: float, bounded: bool) -> None:
             done = _thread.allocate_lock()
             done.acquire()
             _thread.start_new_thread(_report_then_release, (guard, fired_at, done))
-            done.acquire(True, DIAGNOSTICS_BUDGET)
+            done.acquire(True, max(guard.deadline + REPORT_DEADLINE - time.monotonic(), 0.0))
     finally:
         os._exit(guard.exit_code)
 

@@ -7,7 +7,7 @@ is one on-fire hook, :func:`log_hard_exit`, which puts one record on the
 
 On-fire hooks run after the deadline, in the watchdog thread, while a wedged
 thread may hold any lock in the process.  The exit does not wait for them
-past the diagnostics budget (90 ms), so a hook that blocks costs its own
+past the deadline + 100 ms, so a hook that blocks costs its own
 output, never the exit.  Keep them short; do not take locks you cannot bound.
 """
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from .support import WEDGES, assert_exited_by_deadline, run
 
 
@@ -46,9 +48,16 @@ def test_run_isolated_kills_what_the_child_forked() -> None:
     )
     assert result.exit_code == 0
     grandchild = int(result.stdout)
-    try:
-        with open(f"/proc/{grandchild}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        state = "gone"
+    # SIGKILL is delivered asynchronously: allow it a generous second to land.
+    deadline = time.monotonic() + 1.0
+    while (state := process_state(grandchild)) not in ("gone", "Z") and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert state in ("gone", "Z"), f"the grandchild outlived run_isolated: state {state}"
+
+
+def process_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
