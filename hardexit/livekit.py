@@ -45,9 +45,8 @@ __all__ = ["install"]
 logger = logging.getLogger("hardexit.livekit")
 
 # How long the on-fire hook waits for livekit's log forwarder to send what is
-# queued.  The exit does not wait for the hook past hardexit's diagnostics
-# report deadline (deadline + 100 ms) anyway; this only bounds it where there
-# is no backstop.
+# queued.  The exit does not wait for hooks past the deadline + 100 ms anyway;
+# this only bounds the wait where there is no backstop.
 _LOG_DRAIN_TIMEOUT = 1.0
 
 _installed_jobs: set[str] = set()
