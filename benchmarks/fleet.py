@@ -929,9 +929,7 @@ def plot(path: Path, runs: dict[str, Run], jobs: list[Job], settings: Settings) 
                 for ax in (top, middle, bottom):
                     ax.axvline(w.deadline - run.t0, color=color, ls=":", lw=1.2)
         end = run.samples[-1]
-        top.annotate(
-            f"{end.rss_mb:,.0f} MB",
-            (times[-1], end.rss_mb),
+        label_style = dict(
             xytext=(-4, 5),
             textcoords="offset points",
             ha="right",
@@ -939,17 +937,13 @@ def plot(path: Path, runs: dict[str, Run], jobs: list[Job], settings: Settings) 
             fontsize=9.5,
             fontweight="bold",
         )
+        top.annotate(f"{end.rss_mb:,.0f} MB", (times[-1], end.rss_mb), **label_style)
         if not run.guarded:
             middle.annotate(
                 f"{len(run.wedged_alive_at_end)} wedged children still alive, "
                 f"{end.wedged_mb:,.0f} MB",
                 (times[-1], end.wedged_mb),
-                xytext=(-4, 5),
-                textcoords="offset points",
-                ha="right",
-                color=color,
-                fontsize=9.5,
-                fontweight="bold",
+                **label_style,
             )
 
     wedged = sum(job.wedge is not None for job in jobs)
