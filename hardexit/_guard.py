@@ -268,16 +268,15 @@ def current_deadline() -> float | None:
 def prepare() -> str:
     """Do the one-time set-up now, so that the first arm costs what every arm does.
 
-    Loads the backstop (through ctypes on Linux) and ``logging`` for the
-    default hook.  Call it at start-up if the first arm may happen under
-    heavy thread contention.  Returns the backstop's name, as
+    Loads the backstop (through ctypes on Linux).  Call it at start-up if the
+    first arm may happen under heavy thread contention: an import gives up
+    the GIL at every file it reads, and getting it back from busy threads
+    takes a switch interval each time.  Returns the backstop's name, as
     :func:`backstop_mechanism` does.  Starts no thread.
     """
     registry = _registry
     if registry.backstop is None:
         backstop = _backstop.load()
-        import logging  # noqa: F401  (the default on-fire hook must not import at fire time)
-
         with registry.lock:
             if registry.backstop is None:
                 registry.backstop = backstop

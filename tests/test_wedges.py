@@ -97,6 +97,7 @@ def test_32_threads_contending_for_the_gil_at_arm_time_and_deadline() -> None:
             n = 0
             while True:
                 n += 1
+        hardexit.prepare()  # as the README advises: the one-time imports, before the crowd
         for _ in range(32):
             threading.Thread(target=spin, daemon=True).start()
         time.sleep(0.2)  # let them contend before arming
