@@ -103,7 +103,8 @@ def test_32_threads_contending_for_the_gil_at_arm_time_and_deadline() -> None:
         time.sleep(0.2)  # let them contend before arming
         hardexit.arm_hard_exit({DEADLINE}, exit_code=42)
         spin()
-        """
+        """,
+        limit=30,  # starting 32 threads under contention takes seconds
     )
     assert_exited_by_deadline(result, 42)
 
