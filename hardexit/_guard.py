@@ -134,7 +134,8 @@ class HardExit:
         self.armed_at = armed_at  #: ``time.monotonic()`` at arm time
         self._deadline = armed_at + timeout
         self._registry = registry
-        self._seq = registry.next_seq
+        self._seq = registry.next_seq  # breaks deadline ties: the first armed fires
+        registry.next_seq += 1
         self._state = _ARMED
         self._inert = testing_mode  # never fires, even after testing mode ends
 
@@ -178,8 +179,11 @@ class HardExit:
             if self._state is not _ARMED or registry is not _registry or registry.firing:
                 return False
             self._state = _CANCELLED
-            (registry.inert if self._inert else registry.live).remove(self)
-            registry.reschedule()
+            if self._inert:
+                registry.inert.remove(self)
+            else:
+                registry.live.remove(self)
+                registry.reschedule()
         return True
 
     def __enter__(self) -> HardExit:
@@ -234,7 +238,6 @@ def arm_hard_exit(
         prepare()
     with registry.lock:
         guard = HardExit(seconds, code, reason, time.monotonic(), registry)
-        registry.next_seq += 1
         if guard._inert:
             registry.inert.append(guard)
         else:
