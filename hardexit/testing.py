@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from . import _guard
+from ._config import config
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,7 +31,22 @@ if TYPE_CHECKING:
 __all__ = ["IsolatedRun", "is_testing", "run_isolated", "set_testing"]
 
 
-def set_testing(on: bool) -> None:
+class _RestoreTesting:
+    """Returned by :func:`set_testing`: as a context manager, restores the previous mode."""
+
+    __slots__ = ("_previous",)
+
+    def __init__(self, previous: bool) -> None:
+        self._previous = previous
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, *exc_info: object) -> None:
+        config.testing = self._previous
+
+
+def set_testing(on: bool) -> _RestoreTesting:
     """Make the guards armed from now on inert (True), or live again (False).
 
     While on, ``arm_hard_exit()`` validates and returns guards as usual, and
@@ -39,15 +54,22 @@ def set_testing(on: bool) -> None:
     watchdog, no backstop.  A guard armed while it was on stays inert after
     it is turned off, so a guard a test forgot to cancel cannot shoot the
     test runner later; guards armed before it was turned on stay live.
+
+    It takes effect at once; use the result as a context manager to restore
+    the previous mode when the block ends::
+
+        with hardexit.testing.set_testing(True):
+            ...
     """
     if not isinstance(on, bool):
         raise TypeError(f"on must be a bool; got {on!r}")
-    _guard.testing_mode = on
+    previous, config.testing = config.testing, on
+    return _RestoreTesting(previous)
 
 
 def is_testing() -> bool:
     """Whether :func:`set_testing` made guards inert."""
-    return _guard.testing_mode
+    return config.testing
 
 
 class IsolatedRun:
