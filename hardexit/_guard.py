@@ -119,7 +119,7 @@ class Registry:
                 _remove(self.live, guard)
                 self._apply()
             except BaseException:
-                self._undo(lambda: self.live.append(guard))
+                self._undo(lambda: _add(self.live, guard))
                 raise
             guard._state = _CANCELLED
         return True
@@ -194,6 +194,11 @@ class Registry:
 
 def _deadline_order(guard: HardExit) -> tuple[float, int]:
     return (guard._deadline, guard._seq)
+
+
+def _add(guards: list[HardExit], guard: HardExit) -> None:
+    if guard not in guards:  # an undo may run before or after the change it undoes
+        guards.append(guard)
 
 
 def _remove(guards: list[HardExit], guard: HardExit) -> None:

@@ -58,8 +58,23 @@ def start(registry: Registry) -> int | None:
     kernel ABI fixes that encoding.  So the first arm need not wait for the
     new thread to get the GIL, which under contention takes many switch
     intervals.
+
+    The thread is born with SIGPIPE blocked (a new thread inherits its
+    creator's mask).  Every report is written from it, to a stderr that may
+    be a pipe with no reader left: with SIGPIPE at its default action that
+    write would kill the process by signal 13 instead of the guard's exit
+    code; blocked, the write fails with EPIPE instead.
     """
-    ident = start_new_thread(watch, (registry,))
+    mask = getattr(_signal, "pthread_sigmask", None)
+    if mask is None:
+        ident = start_new_thread(watch, (registry,))
+    else:
+        before = mask(_signal.SIG_BLOCK, [_signal.SIGPIPE])
+        try:
+            ident = start_new_thread(watch, (registry,))
+        finally:
+            if _signal.SIGPIPE not in before:
+                mask(_signal.SIG_UNBLOCK, [_signal.SIGPIPE])
     clock_of = getattr(time, "pthread_getcpuclockid", None)
     if clock_of is None or not sys.platform.startswith("linux"):
         return None
@@ -71,13 +86,6 @@ def start(registry: Registry) -> int | None:
 
 
 def watch(registry: Registry) -> None:
-    # The report writes to stderr, which may be a pipe with no reader left:
-    # with SIGPIPE at its default action that write would kill the process by
-    # signal 13 instead of the guard's exit code.  Blocked in this thread
-    # only, the write fails with EPIPE instead.
-    pthread_sigmask = getattr(_signal, "pthread_sigmask", None)
-    if pthread_sigmask is not None:
-        pthread_sigmask(_signal.SIG_BLOCK, [_signal.SIGPIPE])
     while True:
         with registry.lock:
             registry.reconcile()  # after an arm or cancel that an exception cut short
