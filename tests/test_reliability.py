@@ -355,9 +355,9 @@ def test_a_subinterpreter_is_refused_and_the_process_exits_normally() -> None:
         f"""
         import {module} as interpreters
         try:
-            interp = interpreters.create(isolated=False)
+            interp = interpreters.create(isolated=False)  # a legacy subinterpreter
         except TypeError:
-            interp = interpreters.create()
+            interp = interpreters.create("legacy")  # 3.13 names it so
         code = "\\n".join([
             "import os, hardexit",
             "try:",
