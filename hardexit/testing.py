@@ -14,6 +14,7 @@ Two tools, for the two kinds of test:
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -185,6 +186,8 @@ def run_isolated(
             "target must be Python source (str) or an importable module-level function; "
             f"got {target!r}"
         )
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 < limit < math.inf:
+        raise ValueError(f"limit must be a positive, finite number of seconds; got {limit!r}")
     executable = sys.executable if python is None else shutil.which(python)
     if not executable:
         raise FileNotFoundError(f"python must name an executable; got {python!r}")

@@ -9,6 +9,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from hardexit.testing import run_isolated
 
 from . import isolated_targets
@@ -120,6 +122,21 @@ def test_the_first_arm_is_reported_whatever_the_child_does_with_its_fds(tmp_path
     assert data.read_bytes() == b"x" * 256
     assert result.armed_at is not None, result
     assert result.deadline == result.armed_at + 10
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"limit": 0}, "limit must be a positive, finite number of seconds; got 0"),
+        ({"limit": float("nan")}, "limit must be a positive, finite number of seconds; got nan"),
+        ({"limit": "10"}, "limit must be a positive, finite number of seconds; got '10'"),
+        ({"python": "no-such-python"}, "python must name an executable; got 'no-such-python'"),
+    ],
+)
+def test_run_isolated_refuses_bad_arguments(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises((ValueError, FileNotFoundError)) as refused:
+        run_isolated("raise SystemExit(3)", **kwargs)  # type: ignore[arg-type]
+    assert str(refused.value) == message
 
 
 def gone(pid: int) -> bool:
