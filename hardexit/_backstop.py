@@ -20,7 +20,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal as _signal
     from collections.abc import Callable
-    from typing import Final, Protocol
+    from typing import Any, Final, Protocol
 
     class Backstop(Protocol):
         name: str
@@ -85,12 +85,6 @@ class KernelTimer:
     def __init__(self) -> None:
         import ctypes
 
-        class Timespec(ctypes.Structure):
-            _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-        class Itimerspec(ctypes.Structure):
-            _fields_ = [("it_interval", Timespec), ("it_value", Timespec)]
-
         class Sigevent(ctypes.Structure):
             # glibc's struct sigevent: sigval, signo, notify, then a union
             # padded to 64 bytes: (function, attributes) for SIGEV_THREAD,
@@ -112,24 +106,20 @@ class KernelTimer:
             libc = ctypes.PyDLL("librt.so.1", use_errno=True)
         self._timer_create = libc.timer_create
         self._timer_create.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+        # No argtypes: the timer is passed as the c_void_p that timer_create
+        # filled and the itimerspec as an array, which costs least per call.
         self._timer_settime = libc.timer_settime
-        self._timer_settime.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_int,
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-        ]
         self._sigaction = libc.sigaction
         self._sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
         self._ctypes = ctypes
         self._sigevent = Sigevent
         self._exit_address = ctypes.cast(libc._exit, ctypes.c_void_p).value
-        self._due = Itimerspec()
-        self._due_ref = ctypes.addressof(self._due)
-        self._never = Itimerspec()  # all zero: disarm
-        self._never_ref = ctypes.addressof(self._never)
-        self._old = Itimerspec()
-        self._old_ref = ctypes.addressof(self._old)
+        # struct itimerspec as four longs: interval seconds and nanoseconds,
+        # then the value's.  All zero disarms.
+        itimerspec = ctypes.c_long * 4
+        self._due = itimerspec()
+        self._never = itimerspec()
+        self._old = itimerspec()
         self._sigaction_buffer = ctypes.create_string_buffer(256)  # >= sizeof(struct sigaction)
         self._dump_signal: int | None = None  # chosen once; faulthandler stays registered
         self.forget_after_fork()
@@ -137,13 +127,13 @@ class KernelTimer:
     def forget_after_fork(self) -> None:
         # A forked child has none of its parent's POSIX timers (glibc restarts
         # its timer thread there): every id below belongs to the parent.
-        self._exit_timers: dict[int, int] = {}
-        self._kill_timer: int | None = None
-        self._dump_timer: int | None = None
-        self._armed_exit: int | None = None
+        self._exit_timers: dict[int, Any] = {}
+        self._kill_timer: Any = None
+        self._dump_timer: Any = None
+        self._armed_exit: Any = None
         self._scheduled: tuple[float, int, bool] | None = None
 
-    def _create(self, notify: int, signo: int, value: int, target: int) -> int:
+    def _create(self, notify: int, signo: int, value: int, target: int) -> Any:
         ctypes = self._ctypes
         event = self._sigevent(sigev_value=value, sigev_signo=signo, sigev_notify=notify)
         event.sigev_notify_function = target  # the function, or the thread id
@@ -152,17 +142,17 @@ class KernelTimer:
             _CLOCK_MONOTONIC, ctypes.addressof(event), ctypes.addressof(timer_id)
         ):
             raise OSError(ctypes.get_errno(), "timer_create failed")
-        return timer_id.value or 0
+        return timer_id
 
-    def _settime(self, timer: int, when: float | None) -> None:
+    def _settime(self, timer: Any, when: float | None, old: Any = None) -> None:
         if when is None:
-            spec_ref, flags = self._never_ref, 0
+            failed = self._timer_settime(timer, 0, self._never, old)
         else:
-            seconds = int(when)
-            self._due.it_value.tv_sec = seconds
-            self._due.it_value.tv_nsec = int((when - seconds) * 1e9)
-            spec_ref, flags = self._due_ref, _TIMER_ABSTIME
-        if self._timer_settime(timer, flags, spec_ref, self._old_ref):
+            due = self._due
+            due[2] = seconds = int(when)
+            due[3] = int((when - seconds) * 1e9)
+            failed = self._timer_settime(timer, _TIMER_ABSTIME, due, old)
+        if failed:
             raise OSError(self._ctypes.get_errno(), "timer_settime failed")
 
     def prepare(self, exit_code: int) -> None:
@@ -201,7 +191,7 @@ class KernelTimer:
             return
         self._scheduled = None  # until every stage below is programmed
         exit_timer = self._exit_timers[exit_code]
-        if self._armed_exit is not None and self._armed_exit != exit_timer:
+        if self._armed_exit is not None and self._armed_exit is not exit_timer:
             self._settime(self._armed_exit, None)
             self._armed_exit = None
         assert self._kill_timer is not None
@@ -216,14 +206,13 @@ class KernelTimer:
         dumped = False
         if self._dump_timer is not None:
             was_armed = self._scheduled is not None and self._scheduled[2]
-            self._settime(self._dump_timer, None)
+            self._settime(self._dump_timer, None, self._old)
             # Disarmed with no time left: it had fired.  Its signal is aimed
             # at this thread, so that dump has run by now.
-            old = self._old.it_value
-            dumped = was_armed and old.tv_sec == 0 and old.tv_nsec == 0
+            dumped = was_armed and self._old[2] == 0 and self._old[3] == 0
         self._scheduled = None
         exit_timer = self._exit_timers[exit_code]
-        if self._armed_exit is not None and self._armed_exit != exit_timer:
+        if self._armed_exit is not None and self._armed_exit is not exit_timer:
             self._settime(self._armed_exit, None)
         self._settime(exit_timer, deadline + REPORT_DEADLINE)
         self._armed_exit = exit_timer

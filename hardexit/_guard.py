@@ -82,7 +82,10 @@ class Registry:
 
     def due(self) -> HardExit | None:
         """The guard whose deadline comes first (ties: the first armed)."""
-        return min(self.live, key=_deadline_order, default=None)
+        live = self.live
+        if len(live) == 1:  # the common case, without min()'s key calls
+            return live[0]
+        return min(live, key=_deadline_order, default=None)
 
     # -- the operations -------------------------------------------------
 
