@@ -7,16 +7,10 @@ import signal
 import pytest
 
 from .support import SLACK, WEDGES, assert_exited_by_deadline, run
+from .wedges import FINALIZER_BLOCKS
 
 GIL_HELD = f"hardexit.arm_hard_exit(0.3, exit_code=42)\n{WEDGES['native_gil_held']}"
-IN_FINALIZATION = """
-import __main__
-class Wedge:
-    def __del__(self, sleep=time.sleep):
-        sleep(60)
-__main__.wedge = Wedge()
-hardexit.arm_hard_exit(0.3, exit_code=42)
-"""
+IN_FINALIZATION = f"{FINALIZER_BLOCKS.code}\nhardexit.arm_hard_exit(0.3, exit_code=42)"
 GIL_RELEASED = f"hardexit.arm_hard_exit(0.3, exit_code=42)\n{WEDGES['native_gil_released']}"
 
 

@@ -13,7 +13,7 @@ def test_forked_child_inherits_no_guard_and_arms_its_own() -> None:
         if pid == 0:
             assert hardexit.current_deadline() is None
             assert not inherited.armed and inherited.cancel() is False
-            {WEDGES["native_gil_held"].replace("60", "1")}  # outlives the inherited deadline
+            ctypes.PyDLL(None).sleep(1)  # outlives the inherited deadline
             hardexit.arm_hard_exit(0.3, exit_code=7)
             {WEDGES["native_gil_held"]}
         inherited.cancel()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import psutil
+
 from .support import WEDGES, assert_exited_by_deadline, run
 
 
@@ -50,14 +52,16 @@ def test_run_isolated_kills_what_the_child_forked() -> None:
     grandchild = int(result.stdout)
     # SIGKILL is delivered asynchronously: allow it a generous second to land.
     deadline = time.monotonic() + 1.0
-    while (state := process_state(grandchild)) not in ("gone", "Z") and time.monotonic() < deadline:
+    while (state := process_state(grandchild)) not in DEAD and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert state in ("gone", "Z"), f"the grandchild outlived run_isolated: state {state}"
+    assert state in DEAD, f"the grandchild outlived run_isolated: state {state}"
+
+
+DEAD = ("gone", psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 
 def process_state(pid: int) -> str:
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+        return str(psutil.Process(pid).status())
+    except psutil.NoSuchProcess:
         return "gone"
