@@ -29,7 +29,7 @@ def test_fork_while_other_threads_arm_and_cancel() -> None:
     # A child forked while another thread holds hardexit's lock must not deadlock
     # (a child forked while faulthandler's watchdog is armed does).
     result = run(
-        """
+        f"""
         stop = False
         def churn():
             while not stop:
@@ -42,7 +42,7 @@ def test_fork_while_other_threads_arm_and_cancel() -> None:
             pid = os.fork()
             if pid == 0:
                 hardexit.arm_hard_exit(0.2, exit_code=7)
-                ctypes.PyDLL(None).sleep(60)
+                {WEDGES["native_gil_held"]}
             _, status = os.waitpid(pid, 0)
             codes.append(os.waitstatus_to_exitcode(status))
         stop = True
