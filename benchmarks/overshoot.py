@@ -40,9 +40,12 @@ used there.
 Then the goals, each with its verdict.  Linux only (``os.pidfd_open``).
 Run from anywhere, on a quiet machine::
 
-    python benchmarks/overshoot.py             # 15 runs per cell, about 4-5 minutes
+    python benchmarks/overshoot.py             # 15 runs per cell, about 5 minutes
     python benchmarks/overshoot.py --quick     # 3 runs per cell, shorter loops
-    python benchmarks/overshoot.py --runs 30
+    python benchmarks/overshoot.py --runs 2 --quick   # a smoke test, about a minute
+
+(While an arm call under contention takes seconds, each of those runs takes
+them too.)
 
 Markdown goes to stdout, progress to stderr.
 """
