@@ -55,6 +55,11 @@ class Config:
         self.on_arm: tuple[Callable[[HardExit], object], ...] = ()
 
 
+#: The one instance.  Other modules reach it as ``_config.config``, never by
+#: importing the name: at interpreter exit the watchdog thread is still alive,
+#: and a direct reference from its modules would keep the hooks, and the
+#: modules whose functions they are (``__main__``'s finalizers included),
+#: from ever being torn down.
 config = Config()
 
 

@@ -13,7 +13,7 @@ import faulthandler
 import os
 import sys
 
-from ._config import config
+from . import _config
 from .instrumentation import FireDetails
 
 TYPE_CHECKING = False
@@ -38,7 +38,7 @@ def report(guard: HardExit, fired_at: float, stacks_dumped: bool) -> None:
             faulthandler.dump_traceback(2, all_threads=True)
         except (OSError, RuntimeError, ValueError):
             pass
-    for hook in config.on_fire:
+    for hook in _config.config.on_fire:
         try:
             hook(details)
         except BaseException as exc:  # a broken hook must not stop the rest

@@ -13,7 +13,6 @@ import os
 import time
 
 from . import _backstop, _config, _watchdog
-from ._config import config
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -92,7 +91,7 @@ class Registry:
     def arm(self, timeout: float, exit_code: int, reason: str | None) -> HardExit:
         with self.lock:
             guard = HardExit(timeout, exit_code, reason, self.clock(), self)
-            if config.testing:
+            if _config.config.testing:
                 guard._inert = True
                 self.inert.append(guard)
                 return guard
@@ -361,7 +360,7 @@ def arm_hard_exit(
             "the interpreter's destruction abort the process; arm in the main interpreter"
         )
     guard = _registry.arm(seconds, code, reason)
-    for hook in config.on_arm:
+    for hook in _config.config.on_arm:
         hook(guard)
     return guard
 

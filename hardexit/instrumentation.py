@@ -19,7 +19,7 @@ from __future__ import annotations
 import _collections_abc
 import sys
 
-from ._config import config
+from . import _config
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -148,12 +148,12 @@ def _checked(
 
 def set_on_fire_hooks(hooks: Iterable[OnFireHook]) -> None:
     """Replace the on-fire hooks; ``[]`` silences the record (the stack dump stays)."""
-    config.on_fire = _checked(hooks, "on-fire hooks")
+    _config.config.on_fire = _checked(hooks, "on-fire hooks")
 
 
 def get_on_fire_hooks() -> tuple[OnFireHook, ...]:
     """The on-fire hooks, in the order they run."""
-    return config.on_fire
+    return _config.config.on_fire
 
 
 def set_on_arm_hooks(hooks: Iterable[OnArmHook]) -> None:
@@ -162,12 +162,12 @@ def set_on_arm_hooks(hooks: Iterable[OnArmHook]) -> None:
     They run in the arming thread, after the guard is live; an exception from
     one propagates to the caller of ``arm_hard_exit()`` with the guard armed.
     """
-    config.on_arm = _checked(hooks, "on-arm hooks")
+    _config.config.on_arm = _checked(hooks, "on-arm hooks")
 
 
 def get_on_arm_hooks() -> tuple[OnArmHook, ...]:
     """The on-arm hooks, in the order they run."""
-    return config.on_arm
+    return _config.config.on_arm
 
 
-config.on_fire = (log_hard_exit,)
+_config.config.on_fire = (log_hard_exit,)

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from ._config import config
+from . import _config
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class _RestoreTesting:
         pass
 
     def __exit__(self, *exc_info: object) -> None:
-        config.testing = self._previous
+        _config.config.testing = self._previous
 
 
 def set_testing(on: bool) -> _RestoreTesting:
@@ -63,13 +63,13 @@ def set_testing(on: bool) -> _RestoreTesting:
     """
     if not isinstance(on, bool):
         raise TypeError(f"on must be a bool; got {on!r}")
-    previous, config.testing = config.testing, on
+    previous, _config.config.testing = _config.config.testing, on
     return _RestoreTesting(previous)
 
 
 def is_testing() -> bool:
     """Whether :func:`set_testing` made guards inert."""
-    return config.testing
+    return _config.config.testing
 
 
 class IsolatedRun:

@@ -7,17 +7,12 @@ import signal
 import pytest
 
 from .support import SLACK, WEDGES, assert_exited_by_deadline, run
+from .wedges import FINALIZER_BLOCKS
 
 GIL_HELD = f"hardexit.arm_hard_exit(0.3, exit_code=42)\n{WEDGES['native_gil_held']}"
-IN_FINALIZATION = """
-import __main__
-class Wedge:
-    def __del__(self, sleep=time.sleep):
-        sleep(60)
-__main__.wedge = Wedge()
-hardexit.arm_hard_exit(0.3, exit_code=42)
-"""
-GIL_RELEASED = f"hardexit.arm_hard_exit(0.3, exit_code=42)\n{WEDGES['native_gil_released']}"
+IN_FINALIZATION = f"{FINALIZER_BLOCKS.code}\nhardexit.arm_hard_exit(0.3, exit_code=42)"
+GIL_RELEASED_WEDGE = WEDGES["native_gil_released"]
+GIL_RELEASED = f"hardexit.arm_hard_exit(0.3, exit_code=42)\n{GIL_RELEASED_WEDGE}"
 
 
 def backstop(name: str) -> dict[str, str]:
@@ -45,7 +40,8 @@ def test_setitimer_leaves_an_application_alarm_handler_alone() -> None:
         "signal.signal(signal.SIGALRM, lambda *a: os.write(1, b'app alarm\\n'))\n"
         "signal.setitimer(signal.ITIMER_REAL, 0.1)\n"
     )
-    wedge = "hardexit.arm_hard_exit(0.3, exit_code=42)\nwhile True: ctypes.CDLL(None).sleep(60)"
+    # Re-entered: each alarm interrupts the native sleep.
+    wedge = f"hardexit.arm_hard_exit(0.3, exit_code=42)\nwhile True: {GIL_RELEASED_WEDGE}"
     result = run(app_alarm + wedge, env=backstop("setitimer"))
     assert_exited_by_deadline(result, 42)  # the watchdog thread still fires
     assert "app alarm" in result.stdout

@@ -13,7 +13,7 @@ def test_forked_child_inherits_no_guard_and_arms_its_own() -> None:
         if pid == 0:
             assert hardexit.current_deadline() is None
             assert not inherited.armed and inherited.cancel() is False
-            {WEDGES["native_gil_held"].replace("60", "1")}  # outlives the inherited deadline
+            ctypes.PyDLL(None).sleep(1)  # outlives the inherited deadline
             hardexit.arm_hard_exit(0.3, exit_code=7)
             {WEDGES["native_gil_held"]}
         inherited.cancel()
@@ -29,7 +29,7 @@ def test_fork_while_other_threads_arm_and_cancel() -> None:
     # A child forked while another thread holds hardexit's lock must not deadlock
     # (a child forked while faulthandler's watchdog is armed does).
     result = run(
-        """
+        f"""
         stop = False
         def churn():
             while not stop:
@@ -42,7 +42,7 @@ def test_fork_while_other_threads_arm_and_cancel() -> None:
             pid = os.fork()
             if pid == 0:
                 hardexit.arm_hard_exit(0.2, exit_code=7)
-                ctypes.PyDLL(None).sleep(60)
+                {WEDGES["native_gil_held"]}
             _, status = os.waitpid(pid, 0)
             codes.append(os.waitstatus_to_exitcode(status))
         stop = True

@@ -7,6 +7,7 @@ import pytest
 from hardexit.testing import run_isolated
 
 from .support import SLACK, WEDGES, assert_exited_by_deadline, run
+from .wedges import GIL_CONTENDED
 
 DEADLINE = 0.5
 
@@ -95,17 +96,11 @@ def test_asyncio_gather_of_shutdown_hooks_one_of_which_hangs() -> None:
 def test_32_threads_contending_for_the_gil_at_arm_time_and_deadline() -> None:
     result = run(
         f"""
-        def spin():
-            n = 0
-            while True:
-                n += 1
-        for _ in range(32):
-            threading.Thread(target=spin, daemon=True).start()
-        time.sleep(0.2)  # let them contend before arming
+        {GIL_CONTENDED.setup}
         hardexit.arm_hard_exit({DEADLINE}, exit_code=42)
-        spin()
+        {GIL_CONTENDED.code}
         """,
-        limit=30,  # starting 32 threads under contention takes seconds
+        limit=30,  # 33 threads on a loaded 2-core machine
     )
     assert_exited_by_deadline(result, 42)
 
@@ -147,12 +142,7 @@ spin()
 def test_del_wedged_during_module_teardown(sleep: str) -> None:
     result = run(
         f"""
-        import __main__
-        class Wedge:
-            # Bound now: module globals are already None when __del__ runs.
-            def __del__(self, sleep={sleep}):
-                sleep(60)
-        __main__.wedge = Wedge()  # destroyed when finalization clears __main__
+        block_finalization({sleep})
         hardexit.arm_hard_exit({DEADLINE}, exit_code=42)
         """
     )
