@@ -170,7 +170,10 @@ def _watch_worker(arming: _Arming) -> None:
     the forkserver, which outlives the worker).  Through the same ``_Arming``,
     so the job's guard is armed once, whichever comes first.
     """
-    _parent_death.call_on_parent_death(arming, lambda _: arming.arm("the worker process died"))
+    try:
+        _parent_death.call_on_parent_death(arming, lambda _: arming.arm("the worker process died"))
+    except NotImplementedError:
+        pass  # Windows: nothing watches the worker there, as before
 
 
 def _add_log_drain_hook() -> None:

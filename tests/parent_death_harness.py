@@ -38,7 +38,9 @@ WEDGES = {
     "native_gil_released": "ctypes.CDLL(None).sleep(60)",
     # Holds the GIL for 3 s (no Python thread runs), then waits without it.
     "gil_held_3s": "ctypes.PyDLL(None).sleep(3); ctypes.CDLL(None).sleep(60)",
+    "gil_held": "ctypes.PyDLL(None).sleep(60)",
 }
+PR_SET_PDEATHSIG = 1
 
 
 def report(*words: object) -> None:
@@ -58,6 +60,18 @@ def arm_without_pidfd(timeout: float) -> None:
     """arm_on_parent_death as it runs where pidfds are unavailable."""
     del os.pidfd_open
     hardexit.arm_on_parent_death(timeout)
+
+
+def set_pdeathsig() -> None:
+    """The kernel SIGKILLs this process when the thread that forked it exits."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+
+
+def arm_with_pdeathsig(timeout: float) -> None:
+    hardexit.arm_on_parent_death(timeout)
+    set_pdeathsig()
 
 
 def arm_after_parent_died(timeout: float, wedge: str) -> None:
@@ -118,7 +132,11 @@ def run_child(config_json: str) -> None:
 
 def run_parent(config: dict[str, Any]) -> None:
     kind, wedge, timeout = config["kind"], config["wedge"], config["timeout"]
-    initializer = arm_without_pidfd if config.get("no_pidfd") else hardexit.arm_on_parent_death
+    initializer = hardexit.arm_on_parent_death
+    if config.get("no_pidfd"):
+        initializer = arm_without_pidfd
+    elif config.get("pdeathsig"):
+        initializer = arm_with_pdeathsig
     if kind == "subprocess":
         subprocess.Popen([sys.executable, "-c", CHILD_SCRIPT, json.dumps(config)])
     elif kind == "executor":

@@ -75,6 +75,7 @@ def orphan(kind: str, *, observe: float = BUDGET + SLACK + 1.0, **config: object
 
 def assert_gone_on_time(outcome: Outcome, pids: list[int]) -> None:
     assert pids, outcome
+    print("gone after the parent's death:", sorted(map(outcome.after_kill, pids), key=str))
     for pid in pids:
         after = outcome.after_kill(pid)
         assert after is not None, f"worker {pid} outlived its parent: {outcome!r}"
@@ -133,6 +134,14 @@ def test_a_worker_holding_the_gil_is_gone_within_the_budget_once_it_releases_it(
     assert gone is not None, outcome
     assert outcome.killed_at < released_at - 1, "the parent died after the GIL was released"
     assert released_at + BUDGET * 0.95 <= gone <= released_at + BUDGET + SLACK, outcome
+
+
+def test_a_worker_holding_the_gil_forever_is_not_covered() -> None:
+    # What docs/parent-death.md says: the watcher never gets the GIL, so nothing
+    # is armed.  (benchmarks/pdeathsig.py measures the kernel alternative.)
+    outcome = orphan("subprocess", wedge="gil_held", observe=BUDGET + SLACK)
+    [pid] = outcome.pids("worker")
+    assert outcome.gone_at[pid] is None, outcome
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
