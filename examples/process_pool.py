@@ -13,7 +13,8 @@ holding their memory for an hour.  With one argument to the executor,
 each worker arms a hard exit the moment its parent dies and is gone BUDGET
 seconds later, after a stack dump that says where it was stuck.  The script
 plays both roles: the supervisor (this process) starts the parent, kills it,
-and times the workers' exits.
+and times the workers' exits.  (multiprocessing's resource tracker then warns
+about the semaphores the killed parent leaked: that is the parent's doing.)
 """
 
 from __future__ import annotations
