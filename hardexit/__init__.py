@@ -9,6 +9,7 @@ import sys as _sys
 
 from . import _config
 from ._guard import HardExit, arm_hard_exit, backstop_mechanism, current_deadline
+from ._parent_death import arm_on_parent_death
 
 TYPE_CHECKING = False  # `typing` costs ~20 ms to import; type checkers read this as True
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ __all__ = [
     "HARD_EXIT_TIMEOUT",
     "HardExit",
     "arm_hard_exit",
+    "arm_on_parent_death",
     "backstop_mechanism",
     "current_deadline",
 ]

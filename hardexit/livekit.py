@@ -30,15 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
-import os
-import select
 import threading
 from collections.abc import Callable
 
 from livekit.agents import JobContext, JobExecutorType
 
-from . import _config, _guard, instrumentation
+from . import _config, _guard, _parent_death, instrumentation
 
 __all__ = ["install"]
 
@@ -167,27 +164,15 @@ def _add_done_callback_first(
 def _watch_worker(arming: _Arming) -> None:
     """Arm when the worker process dies, SIGKILL included.
 
-    A forkserver child's OS parent is the forkserver, which outlives the
-    worker, so PR_SET_PDEATHSIG cannot tell.  multiprocessing's parent
-    sentinel can: the read end of a pipe whose only write end lives in the
-    worker, so it reads EOF exactly when the worker is gone.
+    The worker is the job child's multiprocessing parent, which
+    arm_on_parent_death's watch follows (a forkserver child's OS parent is
+    the forkserver, which outlives the worker).  Through the same ``_Arming``,
+    so the job's guard is armed once, whichever comes first.
     """
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-    sentinel = parent.sentinel
-
-    def watch() -> None:
-        while True:
-            try:
-                select.select([sentinel], [], [])
-                if os.read(sentinel, 512) == b"":
-                    break
-            except OSError:
-                return  # the sentinel was closed under us: nothing to watch
-        arming.arm("the worker process died")
-
-    threading.Thread(target=watch, name="hardexit-worker-watch", daemon=True).start()
+    try:
+        _parent_death.call_on_parent_death(arming, lambda _: arming.arm("the worker process died"))
+    except NotImplementedError:
+        pass  # Windows: nothing watches the worker there, as before
 
 
 def _add_log_drain_hook() -> None:

@@ -120,11 +120,11 @@ def test_a_fire_imports_nothing_when_logging_was_never_imported() -> None:
     # No `logging` in the process: nobody can have configured a handler, and
     # importing it after the deadline would make the exit late.
     result = run_isolated(
-        f"""
+        """
 import hardexit, os, sys, ctypes
 from hardexit import instrumentation
 def probe(details):
-    os.write(1, f"logging imported: {{'logging' in sys.modules}}\\n".encode())
+    os.write(1, f"logging imported: {'logging' in sys.modules}\\n".encode())
 instrumentation.set_on_fire_hooks([*instrumentation.get_on_fire_hooks(), probe])
 hardexit.arm_hard_exit(0.3, exit_code=42, reason="no logging")
 ctypes.CDLL(None).sleep(3600)

@@ -1,0 +1,246 @@
+"""arm_on_parent_death: real parents SIGKILLed while their real workers are wedged.
+
+Each scenario runs under a reaper that is a child subreaper (see
+parent_death_harness.py): the orphans are re-parented to it, it times their
+exits through pidfds, and it kills and reaps whatever is left.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import pytest
+
+import hardexit
+from hardexit.testing import run_isolated
+
+from .parent_death_harness import reaper
+
+pytestmark = pytest.mark.timeout(90)
+
+BUDGET = 1.0
+# Generous for a loaded 2-core machine.  Still below the budget's multiples: a
+# fork-pool worker that waits on multiprocessing's sentinel sees EOF only when
+# its last sibling dies, so with 4 workers the first would be gone at 4 budgets.
+SLACK = 2.0
+ON_TIME = (BUDGET * 0.95, BUDGET + SLACK)  # float rounding only below; the guard arms at death
+
+
+class Outcome:
+    def __init__(self, report: dict[str, Any], stderr: str) -> None:
+        self.killed_at: float = report["killed_at"]
+        self.parent_pid: int = report["parent_pid"]
+        self.gone_at: dict[int, float | None] = {int(p): t for p, t in report["gone_at"].items()}
+        self.status: dict[int, int] = {int(p): s for p, s in report["status"].items()}
+        self.lines: list[list[str]] = report["lines"]
+        self.stderr = stderr
+
+    def pids(self, word: str) -> list[int]:
+        return [int(words[1]) for words in self.lines if words[0] == word]
+
+    def words(self, word: str) -> list[list[str]]:
+        return [words[1:] for words in self.lines if words[0] == word]
+
+    def after_kill(self, pid: int) -> float | None:
+        gone = self.gone_at[pid]
+        return None if gone is None else gone - self.killed_at
+
+    def __repr__(self) -> str:
+        after = {pid: self.after_kill(pid) for pid in self.gone_at}
+        return (
+            f"Outcome(gone after kill={after}, status={self.status}, stderr={self.stderr[-2000:]})"
+        )
+
+
+def orphan(kind: str, *, observe: float = BUDGET + SLACK + 1.0, **config: object) -> Outcome:
+    """Run one scenario under the reaper; the parent is SIGKILLed once its workers report."""
+    config = {
+        "kind": kind,
+        "wedge": "native_gil_released",
+        "timeout": BUDGET,
+        "workers": 4,
+        "armed": True,
+        "calls": [{"args": [BUDGET], "kwargs": {}}],
+        "expect": {"worker": 1 if kind == "subprocess" else 4},
+        "observe": observe,
+        **config,
+    }
+    result = run_isolated(reaper, args=[json.dumps(config)], limit=60)
+    assert result.exit_code == 0 and not result.timed_out, result
+    return Outcome(json.loads(result.stdout.splitlines()[-1]), result.stderr)
+
+
+def assert_gone_on_time(outcome: Outcome, pids: list[int]) -> None:
+    assert pids, outcome
+    print("gone after the parent's death:", sorted(map(outcome.after_kill, pids), key=str))
+    for pid in pids:
+        after = outcome.after_kill(pid)
+        assert after is not None, f"worker {pid} outlived its parent: {outcome!r}"
+        assert ON_TIME[0] <= after <= ON_TIME[1], outcome
+        if pid in outcome.status:  # re-parented to the reaper, which reaped it
+            assert outcome.status[pid] == 0, outcome
+
+
+pools = pytest.mark.parametrize(
+    ("kind", "method"),
+    [
+        ("executor", "fork"),
+        ("executor", "spawn"),
+        ("executor", "forkserver"),
+        ("pool", "fork"),
+        ("subprocess", None),
+    ],
+    ids=["executor-fork", "executor-spawn", "executor-forkserver", "Pool-fork", "subprocess"],
+)
+
+
+@pools
+@pytest.mark.parametrize("no_pidfd", [False, True], ids=["pidfd", "no-pidfd"])
+def test_orphans_wedged_in_native_code_are_gone_within_the_budget(
+    kind: str, method: str | None, no_pidfd: bool
+) -> None:
+    outcome = orphan(kind, method=method, no_pidfd=no_pidfd)
+    assert_gone_on_time(outcome, outcome.pids("worker"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "method"),
+    [("executor", "forkserver"), ("subprocess", None)],
+    ids=["forkserver", "subprocess"],
+)
+def test_control_without_it_the_orphans_outlive_the_budget(kind: str, method: str | None) -> None:
+    outcome = orphan(kind, method=method, armed=False, calls=[], observe=BUDGET + SLACK)
+    for pid in outcome.pids("worker"):
+        assert outcome.gone_at[pid] is None, outcome
+
+
+def test_the_reason_names_the_parent() -> None:
+    outcome = orphan("subprocess")
+    assert_gone_on_time(outcome, outcome.pids("worker"))
+    # Best effort under load: the diagnostics need the watchdog to run by deadline + 25 ms.
+    assert f"(the parent process (pid {outcome.parent_pid}) died)" in outcome.stderr, outcome
+
+
+def test_a_worker_holding_the_gil_is_gone_within_the_budget_once_it_releases_it() -> None:
+    # The watcher is a Python thread: it cannot arm while the main thread holds
+    # the GIL, so the budget starts when the GIL is released, not at the death.
+    outcome = orphan("subprocess", wedge="gil_held_3s", observe=3 + BUDGET + SLACK + 1)
+    [(pid, wedged_at)] = outcome.words("worker")
+    released_at = float(wedged_at) + 3
+    gone = outcome.gone_at[int(pid)]
+    assert gone is not None, outcome
+    assert outcome.killed_at < released_at - 1, "the parent died after the GIL was released"
+    assert released_at + BUDGET * 0.95 <= gone <= released_at + BUDGET + SLACK, outcome
+
+
+def test_a_worker_holding_the_gil_forever_is_not_covered() -> None:
+    # What docs/parent-death.md says: the watcher never gets the GIL, so nothing
+    # is armed.  (benchmarks/pdeathsig.py measures the kernel alternative.)
+    outcome = orphan("subprocess", wedge="gil_held", observe=BUDGET + SLACK)
+    [pid] = outcome.pids("worker")
+    assert outcome.gone_at[pid] is None, outcome
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_parent_dead_before_the_call_arms_at_once(method: str) -> None:
+    outcome = orphan("executor", method=method, workers=2, race=True, expect={"worker": 2})
+    assert_gone_on_time(outcome, outcome.pids("worker"))
+    armed = outcome.words("armed_at_return")
+    assert sorted(armed) == sorted([str(pid), "True"] for pid in outcome.pids("worker")), outcome
+
+
+def test_a_second_call_with_the_same_arguments_does_nothing_and_others_add_a_guard() -> None:
+    outcome = orphan(
+        "subprocess",
+        calls=[
+            {"args": [5.0], "kwargs": {"exit_code": 3}},
+            {"args": [5.0], "kwargs": {"exit_code": 3}},  # the same: nothing
+            {"args": [BUDGET], "kwargs": {"exit_code": 4}},  # another promise: it wins
+        ],
+        count_arms=True,
+    )
+    [pid] = outcome.pids("worker")
+    before, *after_each_call = (int(n) for [n] in outcome.words("threads"))
+    assert after_each_call == [before + 1] * 3, "one watcher thread, started by the first call"
+    assert sorted(outcome.words("arm")) == [["3"], ["4"]], outcome
+    after = outcome.after_kill(pid)
+    assert after is not None and ON_TIME[0] <= after <= ON_TIME[1], outcome
+    assert outcome.status[pid] == 4, outcome
+
+
+def test_a_forked_child_is_not_watched() -> None:
+    outcome = orphan(
+        "subprocess", fork="child_does_not_call", expect={"worker": 1, "forked_child": 1}
+    )
+    assert_gone_on_time(outcome, outcome.pids("worker"))
+    [child] = outcome.pids("forked_child")
+    assert outcome.gone_at[child] is None, outcome  # its parent died; it was not watching
+
+
+@pytest.mark.parametrize(
+    ("kind", "method"),
+    [("subprocess", None), ("executor", "fork")],
+    ids=["subprocess", "fork-pool"],
+)
+def test_a_forked_child_that_calls_watches_its_own_parent(kind: str, method: str | None) -> None:
+    # Kill G; its child W is gone a budget later; W's forked child C watches W,
+    # not G (in a fork pool, multiprocessing still names G as C's parent), so C
+    # is gone a budget after W.
+    outcome = orphan(
+        kind,
+        method=method,
+        workers=1,
+        fork="child_arms",
+        expect={"worker": 1, "forked_child": 1},
+        observe=2 * BUDGET + SLACK + 1,
+    )
+    [worker] = outcome.pids("worker")
+    [child] = outcome.pids("forked_child")
+    assert_gone_on_time(outcome, [worker])
+    worker_gone, child_gone = outcome.gone_at[worker], outcome.gone_at[child]
+    assert worker_gone is not None and child_gone is not None, outcome
+    assert worker_gone + BUDGET * 0.95 <= child_gone <= worker_gone + BUDGET + SLACK, outcome
+
+
+def test_under_gevent_monkey_patching() -> None:
+    # Patched, the watcher thread would be a greenlet that never runs while the
+    # main thread is wedged in native code.
+    pytest.importorskip("gevent")
+    outcome = orphan("subprocess", gevent=True)
+    assert_gone_on_time(outcome, outcome.pids("worker"))
+
+
+def threads_of_this_process() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"timeout": 0}, ValueError, "timeout must be a finite number of seconds > 0"),
+        ({"timeout": math.nan}, ValueError, "timeout must be"),
+        ({"timeout": "5"}, TypeError, "timeout must be"),
+        ({"timeout": True}, TypeError, "timeout must be"),
+        ({"exit_code": 256}, ValueError, "exit_code must be an int in 0..255"),
+        ({"exit_code": 1.0}, TypeError, "exit_code must be an int in 0..255"),
+        ({"reason": 3}, TypeError, "reason must be a str or None"),
+    ],
+)
+def test_bad_input_raises_naming_the_parameter_and_watches_nothing(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    threads = threads_of_this_process()
+    with pytest.raises(error, match=message):
+        hardexit.arm_on_parent_death(**kwargs)
+    assert threads_of_this_process() == threads
+
+
+def test_a_malformed_default_timeout_fails_at_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARDEXIT_TIMEOUT", "soon")
+    threads = threads_of_this_process()
+    with pytest.raises(ValueError, match="HARDEXIT_TIMEOUT='soon' is not a number"):
+        hardexit.arm_on_parent_death()
+    assert threads_of_this_process() == threads
