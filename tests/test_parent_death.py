@@ -239,7 +239,11 @@ def test_bad_input_raises_naming_the_parameter_and_watches_nothing(
 
 
 def test_a_malformed_default_timeout_fails_at_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HARDEXIT_TIMEOUT", "soon")
+    from hardexit._config import config
+
+    monkeypatch.setattr(
+        config, "env_timeout", ValueError("HARDEXIT_TIMEOUT='soon' is not a number")
+    )
     threads = threads_of_this_process()
     with pytest.raises(ValueError, match="HARDEXIT_TIMEOUT='soon' is not a number"):
         hardexit.arm_on_parent_death()
