@@ -32,7 +32,7 @@ ACCEPTED_TIMEOUTS: Final = "a finite number of seconds > 0 and <= 1e9 (int or fl
 # The stages of an exit, in seconds after the deadline (docs/design.md, "Stages").
 MAX_LEAD: Final = 0.005  # the watchdog wakes at most this early and keeps the GIL
 DUMP_DELAY: Final = 0.010  # the kernel has the watchdog thread dump every stack
-EXIT_DELAY: Final = 0.025  # the kernel exits with the code, unless the watchdog is reporting
+EXIT_DELAY: Final = 0.020  # the kernel exits with the code, unless the watchdog is reporting
 REPORT_DEADLINE: Final = 0.100  # ... then the kernel exits with the code anyway
 KILL_DELAY: Final = 0.150  # SIGKILL, should no thread be left to run _exit
 

@@ -1,4 +1,4 @@
-"""The handle, the defaults and the checks, in process (guards made inert by set_testing)."""
+"""Guarantee 6, bad input: the handle, the defaults and the checks, in process (inert guards)."""
 
 from __future__ import annotations
 

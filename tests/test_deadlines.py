@@ -1,4 +1,4 @@
-"""The earliest deadline fires, with its own exit code; moving and cancelling are honoured."""
+"""Guarantee 5, end to end: the earliest deadline fires, with its own exit code."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Guarantee 4: operators learn why, and saying so never stops the exit."""
+"""Guarantee 3: operators learn what was stuck, and saying so never stops the exit."""
 
 from __future__ import annotations
 

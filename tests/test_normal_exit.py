@@ -1,4 +1,4 @@
-"""Guarantee 3: a process that exits in time behaves as if nothing had been armed."""
+"""Guarantee 4: a process that exits in time behaves as if nothing had been armed."""
 
 from __future__ import annotations
 

@@ -120,7 +120,7 @@ def test_control_without_it_the_orphans_outlive_the_budget(kind: str, method: st
 def test_the_reason_names_the_parent() -> None:
     outcome = orphan("subprocess")
     assert_gone_on_time(outcome, outcome.pids("worker"))
-    # Best effort under load: the diagnostics need the watchdog to run by deadline + 25 ms.
+    # Best effort under load: the diagnostics need the watchdog to run by deadline + 20 ms.
     assert f"(the parent process (pid {outcome.parent_pid}) died)" in outcome.stderr, outcome
 
 

@@ -1,4 +1,4 @@
-"""The deadline rules (README, "Deadline rules"), in process, with a fake clock.
+"""Guarantee 5, the deadline rules (README, "Deadline rules"), in process, with a fake clock.
 
 A :class:`Registry` is built with a recording backstop and a watchdog starter
 that starts nothing, so each rule is checked in microseconds.  What only a

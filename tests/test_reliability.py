@@ -1,4 +1,4 @@
-"""Guarantee 8: no hang, no stray fire, no wrong exit, wherever users arm and cancel.
+"""Guarantee 6: no hang, no stray fire, no wrong exit, wherever users arm and cancel.
 
 Each test is a real child process doing what broke an earlier version: fork
 while other threads arm, re-entry from signal handlers and finalizers, gevent,
