@@ -30,13 +30,7 @@ def test_fork_while_other_threads_arm_and_cancel() -> None:
     # (a child forked while faulthandler's watchdog is armed does).
     result = run(
         f"""
-        stop = False
-        def churn():
-            while not stop:
-                hardexit.arm_hard_exit(30, exit_code=1).cancel()
-        threads = [threading.Thread(target=churn) for _ in range(4)]
-        for t in threads:
-            t.start()
+        stop = churn_arm_and_cancel(4)
         codes = []
         for _ in range(20):
             pid = os.fork()
@@ -45,9 +39,7 @@ def test_fork_while_other_threads_arm_and_cancel() -> None:
                 {WEDGES["native_gil_held"]}
             _, status = os.waitpid(pid, 0)
             codes.append(os.waitstatus_to_exitcode(status))
-        stop = True
-        for t in threads:
-            t.join()
+        stop()
         print(codes)
         """,
         limit=30,

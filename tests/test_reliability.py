@@ -22,13 +22,7 @@ def test_an_inherited_guard_cancels_in_a_forked_child_without_touching_the_paren
     # Other threads arm and cancel, so the registry's lock is often held at fork.
     result = run(
         """
-        stop = False
-        def churn():
-            while not stop:
-                hardexit.arm_hard_exit(30, exit_code=1).cancel()
-        threads = [threading.Thread(target=churn) for _ in range(4)]
-        for t in threads:
-            t.start()
+        stop = churn_arm_and_cancel(4)
         outcomes = []
         for _ in range(50):
             with hardexit.arm_hard_exit(30) as guard:
@@ -38,9 +32,7 @@ def test_an_inherited_guard_cancels_in_a_forked_child_without_touching_the_paren
                     os._exit(0 if guard.cancel() is False and not guard.armed else 3)
             _, status = os.waitpid(pid, 0)
             outcomes.append(os.waitstatus_to_exitcode(status))
-        stop = True
-        for t in threads:
-            t.join()
+        stop()
         print(outcomes)
         """,
         limit=60,

@@ -76,6 +76,33 @@ def start_busy_threads(n: int) -> None:
     time.sleep(0.05)  # let them all get going
 
 
+def churn_arm_and_cancel(n: int) -> "Callable[[], None]":
+    """Start *n* threads that arm and cancel in a loop; returns what stops and joins them.
+
+    So hardexit's registry lock is often held by some thread, as at a fork.
+    """
+    import threading
+
+    import hardexit
+
+    stopping = threading.Event()
+
+    def churn() -> None:
+        while not stopping.is_set():
+            hardexit.arm_hard_exit(30, exit_code=1).cancel()
+
+    threads = [threading.Thread(target=churn) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+
+    def stop() -> None:
+        stopping.set()
+        for thread in threads:
+            thread.join()
+
+    return stop
+
+
 def block_finalization(sleep: "Callable[[float], object]") -> None:
     """Leave ``__main__`` an object whose ``__del__`` calls *sleep* for good.
 
@@ -96,7 +123,10 @@ def block_finalization(sleep: "Callable[[float], object]") -> None:
 
 HELPERS = "\n\n".join(
     [f"FOREVER = {FOREVER}"]
-    + [inspect.getsource(f) for f in (deadlock_on_mutex, start_busy_threads, block_finalization)]
+    + [
+        inspect.getsource(f)
+        for f in (deadlock_on_mutex, start_busy_threads, churn_arm_and_cancel, block_finalization)
+    ]
 )
 
 PREAMBLE = "import asyncio, atexit, ctypes, os, sys, threading, time\nimport hardexit\n\n" + HELPERS
