@@ -1,59 +1,49 @@
-"""The backstop: an exit that needs neither the GIL nor a live interpreter.
+"""The backstop: the stages of an exit that need neither the GIL nor a live interpreter.
 
-The watchdog thread (``_watchdog.py``) exits at the deadline and says why, but
-it is a Python thread.  It cannot run while a C call holds the GIL, it is
-starved when many threads want the GIL, and it is frozen for good once
-interpreter finalization begins.  So every armed deadline is also handed to
-the kernel, in two stages:
-
-1. The kernel exits at ``deadline + BACKSTOP_DELAY`` (25 ms), time enough
-   for a watchdog that can get the GIL at all to get there first.
-2. When the watchdog starts firing, it moves the kernel's exit to ``deadline
-   + REPORT_DEADLINE`` (100 ms) and says why inline; whatever in the
-   diagnostics blocks (a logging handler's lock held by the wedged thread,
-   say) is cut off there.
-
-So the process is gone by ``deadline + 0.1 s`` in every case, and by
-``deadline + 25 ms`` wherever Python cannot run.  The mechanisms:
-
-``timer_create`` (Linux with glibc)
-    A POSIX timer on ``CLOCK_MONOTONIC`` with ``SIGEV_THREAD``, whose notify
-    function is libc's own ``_exit`` and whose value is the exit code.  On
-    expiry glibc's timer thread calls ``_exit(code)``: no Python, no GIL, no
-    lock, no allocation of ours, and the exact exit code, at every stage of
-    finalization.
-
-``setitimer`` (other POSIX systems)
-    ``ITIMER_REAL`` with ``SIGALRM`` left at its default action, so the kernel
-    kills the process by ``SIGALRM``.  The exit code is lost (status -14), and
-    it is used only while nobody has a handler on ``SIGALRM``: the
-    application's alarm is never taken.
-
-``none`` (Windows, or forced)
-    The watchdog thread alone.
-
-``HARDEXIT_BACKSTOP=timer_create|setitimer|none`` forces one, for tests and
-benchmarks; unset or ``auto`` picks the first that works here.
+Why the watchdog thread alone is not enough, and what each stage is for, is
+told once in ``docs/design.md`` ("Stages"); the numbers are in ``_config``.
+Here are the mechanisms: :class:`KernelTimer` (Linux with glibc, the default
+there), :class:`AlarmTimer` (opt-in only) and :class:`NoBackstop`.
+``HARDEXIT_BACKSTOP=timer_create|setitimer|none`` forces one.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import sys
 import time
 
+from ._config import DUMP_DELAY, EXIT_DELAY, KILL_DELAY, REPORT_DEADLINE
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal as _signal
     from collections.abc import Callable
-    from typing import Final, Protocol
+    from typing import Any, Final, Protocol
 
     class Backstop(Protocol):
         name: str
+        #: Whether it can end the process with no watchdog thread at all.
+        exits_alone: bool
 
-        def schedule(self, when: float, exit_code: int) -> bool:
-            """Exit with *exit_code* at *when* (``time.monotonic()`` clock) unless moved.
+        def prepare(self, exit_code: int) -> None:
+            """Create what exiting with *exit_code* needs; raises OSError if it cannot."""
 
-            Returns whether the kernel will carry it out.
+        def attach_watchdog(self, thread_id: int | None) -> None:
+            """The watchdog thread's native id, where the stack-dump stage is aimed."""
+
+        def schedule(self, deadline: float, exit_code: int, watched: bool) -> None:
+            """Program every stage for *deadline* (``time.monotonic()`` clock).
+
+            *watched*: a watchdog thread exists, so the kernel gives it time first.
+            """
+
+        def begin_report(self, deadline: float, exit_code: int) -> tuple[bool, bool]:
+            """The watchdog is reporting: hold the exit until the report's deadline.
+
+            Returns (whether the kernel still bounds the report, whether the
+            kernel's stack dump already ran).
             """
 
         def clear(self) -> None:
@@ -62,33 +52,43 @@ if TYPE_CHECKING:
         def forget_after_fork(self) -> None:
             """Drop state that belonged to the parent; timers are not inherited."""
 
+else:
+    import _signal  # signal's C half: `signal` itself imports enum
 
 BACKSTOP_ENV_VAR: Final = "HARDEXIT_BACKSTOP"
-BACKSTOP_DELAY: Final = 0.025
-REPORT_DEADLINE: Final = 0.100
 
 _CLOCK_MONOTONIC = 1  # <linux/time.h>; the clock time.monotonic() reads on Linux
-_SIGEV_THREAD = 2  # <bits/sigevent-consts.h>
+_SIGEV_SIGNAL = 0  # <bits/sigevent-consts.h>
+_SIGEV_THREAD = 2
+_SIGEV_THREAD_ID = 4
 _TIMER_ABSTIME = 1
+_SIGKILL = 9
 
 
 class KernelTimer:
-    """``timer_create(CLOCK_MONOTONIC, SIGEV_THREAD -> _exit(code))``, one per exit code."""
+    """POSIX timers on ``CLOCK_MONOTONIC``; every stage is one timer.
+
+    - exit: ``SIGEV_THREAD`` whose notify function is libc's ``_exit`` and
+      whose value is the exit code, one timer per exit code in use;
+    - dump: ``SIGEV_THREAD_ID`` sending a free real-time signal, on which
+      ``faulthandler`` is registered, to the watchdog thread;
+    - kill: ``SIGEV_SIGNAL`` with ``SIGKILL``, for when glibc cannot start
+      the thread that would call ``_exit`` (a pid or thread limit).
+
+    Every timer is created on the arm path, so that cancelling only moves
+    timers and can never fail for want of a resource.
+    """
 
     name = "timer_create"
+    exits_alone = True
 
     def __init__(self) -> None:
         import ctypes
 
-        class Timespec(ctypes.Structure):
-            _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-        class Itimerspec(ctypes.Structure):
-            _fields_ = [("it_interval", Timespec), ("it_value", Timespec)]
-
         class Sigevent(ctypes.Structure):
             # glibc's struct sigevent: sigval, signo, notify, then a union
-            # padded to 64 bytes whose SIGEV_THREAD arm is (function, attributes).
+            # padded to 64 bytes: (function, attributes) for SIGEV_THREAD,
+            # the thread id for SIGEV_THREAD_ID.
             _fields_ = [
                 ("sigev_value", ctypes.c_void_p),
                 ("sigev_signo", ctypes.c_int),
@@ -106,105 +106,204 @@ class KernelTimer:
             libc = ctypes.PyDLL("librt.so.1", use_errno=True)
         self._timer_create = libc.timer_create
         self._timer_create.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+        # No argtypes: the timer is passed as the c_void_p that timer_create
+        # filled and the itimerspec as an array, which costs least per call.
         self._timer_settime = libc.timer_settime
-        self._timer_settime.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_int,
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-        ]
+        self._sigaction = libc.sigaction
+        self._sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
         self._ctypes = ctypes
         self._sigevent = Sigevent
-        self._exit_address = ctypes.cast(ctypes.CDLL(None)._exit, ctypes.c_void_p).value
-        self._due = Itimerspec()
-        self._due_ref = ctypes.addressof(self._due)
-        self._never = Itimerspec()  # all zero: disarm
-        self._never_ref = ctypes.addressof(self._never)
-        self._timers: dict[int, int] = {}
-        self._armed: int | None = None
-
-    def _timer_for(self, exit_code: int) -> int:
-        timer = self._timers.get(exit_code)
-        if timer is None:
-            ctypes = self._ctypes
-            event = self._sigevent(
-                sigev_value=exit_code,
-                sigev_notify=_SIGEV_THREAD,
-                sigev_notify_function=self._exit_address,
-            )
-            timer_id = ctypes.c_void_p()
-            if self._timer_create(
-                _CLOCK_MONOTONIC, ctypes.addressof(event), ctypes.addressof(timer_id)
-            ):
-                raise OSError(ctypes.get_errno(), "timer_create failed")
-            timer = self._timers[exit_code] = timer_id.value or 0
-        return timer
-
-    def _settime(self, timer: int, flags: int, spec_ref: int) -> None:
-        if self._timer_settime(timer, flags, spec_ref, None):
-            raise OSError(self._ctypes.get_errno(), "timer_settime failed")
-
-    def schedule(self, when: float, exit_code: int) -> bool:
-        timer = self._timer_for(exit_code)
-        if self._armed is not None and self._armed != timer:
-            self._settime(self._armed, 0, self._never_ref)
-        seconds = int(when)
-        self._due.it_value.tv_sec = seconds
-        self._due.it_value.tv_nsec = int((when - seconds) * 1e9)
-        self._settime(timer, _TIMER_ABSTIME, self._due_ref)
-        self._armed = timer
-        return True
-
-    def clear(self) -> None:
-        if self._armed is not None:
-            self._settime(self._armed, 0, self._never_ref)
-            self._armed = None
+        self._exit_address = ctypes.cast(libc._exit, ctypes.c_void_p).value
+        # struct itimerspec as four longs: interval seconds and nanoseconds,
+        # then the value's.  All zero disarms.
+        itimerspec = ctypes.c_long * 4
+        self._due = itimerspec()
+        self._never = itimerspec()
+        self._old = itimerspec()
+        self._sigaction_buffer = ctypes.create_string_buffer(256)  # >= sizeof(struct sigaction)
+        self._dump_signal: int | None = None  # chosen once; faulthandler stays registered
+        self.forget_after_fork()
 
     def forget_after_fork(self) -> None:
-        # A forked child has none of its parent's POSIX timers, and glibc
-        # restarts its timer thread there; the ids above mean nothing now.
-        self._timers = {}
-        self._armed = None
+        # A forked child has none of its parent's POSIX timers (glibc restarts
+        # its timer thread there): every id below belongs to the parent.
+        self._exit_timers: dict[int, Any] = {}
+        self._kill_timer: Any = None
+        self._dump_timer: Any = None
+        self._armed_exit: Any = None
+        self._scheduled: tuple[float, int, bool] | None = None
+
+    def _create(self, notify: int, signo: int, value: int, target: int) -> Any:
+        ctypes = self._ctypes
+        event = self._sigevent(sigev_value=value, sigev_signo=signo, sigev_notify=notify)
+        event.sigev_notify_function = target  # the function, or the thread id
+        timer_id = ctypes.c_void_p()
+        if self._timer_create(
+            _CLOCK_MONOTONIC, ctypes.addressof(event), ctypes.addressof(timer_id)
+        ):
+            raise OSError(ctypes.get_errno(), "timer_create failed")
+        return timer_id
+
+    def _settime(self, timer: Any, when: float | None, old: Any = None) -> None:
+        if when is None:
+            failed = self._timer_settime(timer, 0, self._never, old)
+        else:
+            due = self._due
+            due[2] = seconds = int(when)
+            due[3] = int((when - seconds) * 1e9)
+            failed = self._timer_settime(timer, _TIMER_ABSTIME, due, old)
+        if failed:
+            raise OSError(self._ctypes.get_errno(), "timer_settime failed")
+
+    def prepare(self, exit_code: int) -> None:
+        if self._kill_timer is None:
+            self._kill_timer = self._create(_SIGEV_SIGNAL, _SIGKILL, 0, 0)
+        if exit_code not in self._exit_timers:
+            timer = self._create(_SIGEV_THREAD, 0, exit_code, self._exit_address or 0)
+            self._exit_timers[exit_code] = timer
+
+    def attach_watchdog(self, thread_id: int | None) -> None:
+        if thread_id is None or self._dump_timer is not None:
+            return
+        if self._dump_signal is None:
+            signo = self._free_realtime_signal()
+            if signo is None:
+                return  # every real-time signal is taken: no dump stage (docs/design.md)
+            faulthandler.register(signo, file=2, all_threads=True, chain=False)
+            self._dump_signal = signo
+        try:
+            self._dump_timer = self._create(_SIGEV_THREAD_ID, self._dump_signal, 0, thread_id)
+        except OSError:
+            pass  # the exit stages do not depend on it
+
+    def _free_realtime_signal(self) -> int | None:
+        """The highest real-time signal whose action is the default: nobody's."""
+        for signo in range(_signal.SIGRTMAX, _signal.SIGRTMIN - 1, -1):
+            buffer = self._sigaction_buffer
+            if self._sigaction(signo, None, buffer) == 0:
+                handler = self._ctypes.c_void_p.from_buffer(buffer).value
+                if not handler:  # SIG_DFL
+                    return signo
+        return None
+
+    def schedule(self, deadline: float, exit_code: int, watched: bool) -> None:
+        if self._scheduled == (deadline, exit_code, watched):
+            return
+        self._scheduled = None  # until every stage below is programmed
+        exit_timer = self._exit_timers[exit_code]
+        if self._armed_exit is not None and self._armed_exit is not exit_timer:
+            self._settime(self._armed_exit, None)
+            self._armed_exit = None
+        assert self._kill_timer is not None
+        self._settime(self._kill_timer, deadline + KILL_DELAY)
+        self._settime(exit_timer, deadline + EXIT_DELAY if watched else deadline)
+        self._armed_exit = exit_timer
+        if self._dump_timer is not None:
+            self._settime(self._dump_timer, deadline + DUMP_DELAY if watched else None)
+        self._scheduled = (deadline, exit_code, watched)
+
+    def begin_report(self, deadline: float, exit_code: int) -> tuple[bool, bool]:
+        dumped = False
+        if self._dump_timer is not None:
+            was_armed = self._scheduled is not None and self._scheduled[2]
+            self._settime(self._dump_timer, None, self._old)
+            # Disarmed with no time left: it had fired.  Its signal is aimed
+            # at this thread, so that dump has run by now.
+            dumped = was_armed and self._old[2] == 0 and self._old[3] == 0
+        self._scheduled = None
+        exit_timer = self._exit_timers[exit_code]
+        if self._armed_exit is not None and self._armed_exit is not exit_timer:
+            self._settime(self._armed_exit, None)
+        self._settime(exit_timer, deadline + REPORT_DEADLINE)
+        self._armed_exit = exit_timer
+        assert self._kill_timer is not None
+        self._settime(self._kill_timer, deadline + KILL_DELAY)
+        return True, dumped
+
+    def clear(self) -> None:
+        if self._armed_exit is not None:
+            self._settime(self._armed_exit, None)
+            self._armed_exit = None
+        if self._kill_timer is not None:
+            self._settime(self._kill_timer, None)
+        if self._dump_timer is not None:
+            self._settime(self._dump_timer, None)
+        self._scheduled = None
 
 
 class AlarmTimer:
-    """``setitimer(ITIMER_REAL)`` with ``SIGALRM`` at its default action."""
+    """``setitimer(ITIMER_REAL)`` with ``SIGALRM`` at its default action; opt-in only.
+
+    The exit code is lost (killed by signal 14), and two hazards make it
+    unfit as a default: an interval timer survives ``execve``, so a program
+    exec'd while a guard is armed dies at the old deadline; and it shares the
+    one ``ITIMER_REAL`` with the application.  It is used only while
+    ``SIGALRM`` is at its default action, and it leaves alone an alarm that
+    the application set after arming.
+    """
 
     name = "setitimer"
+    exits_alone = True
 
     def __init__(self) -> None:
-        import signal
+        self._expires: float | None = None  # when our alarm is due, if it is set
 
-        self._signal = signal
-        self._armed = False
+    def prepare(self, exit_code: int) -> None:
+        pass
 
-    def _alarm_is_free(self) -> bool:
-        # getsignal() is None when C code set the handler: not ours to take.
-        return self._signal.getsignal(self._signal.SIGALRM) is self._signal.SIG_DFL
+    def attach_watchdog(self, thread_id: int | None) -> None:
+        pass
 
-    def schedule(self, when: float, exit_code: int) -> bool:
-        if not (self._armed or self._alarm_is_free()):
+    def _still_ours(self) -> bool:
+        if self._expires is None:
             return False
-        self._signal.setitimer(self._signal.ITIMER_REAL, max(when - time.monotonic(), 1e-6))
-        self._armed = True
-        return True
+        if _signal.getsignal(_signal.SIGALRM) != _signal.SIG_DFL:
+            return False
+        left = _signal.getitimer(_signal.ITIMER_REAL)[0]
+        return bool(abs(time.monotonic() + left - self._expires) < 0.010)
+
+    def _set(self, when: float) -> None:
+        if self._expires is None and _signal.getsignal(_signal.SIGALRM) != _signal.SIG_DFL:
+            return  # the application's alarm: never taken
+        if self._expires is not None and not self._still_ours():
+            self._expires = None
+            return
+        _signal.setitimer(_signal.ITIMER_REAL, max(when - time.monotonic(), 1e-6))
+        self._expires = when
+
+    def schedule(self, deadline: float, exit_code: int, watched: bool) -> None:
+        self._set(deadline + EXIT_DELAY if watched else deadline)
+
+    def begin_report(self, deadline: float, exit_code: int) -> tuple[bool, bool]:
+        self._set(deadline + REPORT_DEADLINE)
+        return self._expires is not None, False
 
     def clear(self) -> None:
-        if self._armed:
-            self._signal.setitimer(self._signal.ITIMER_REAL, 0)
-            self._armed = False
+        if self._still_ours():
+            _signal.setitimer(_signal.ITIMER_REAL, 0)
+        self._expires = None
 
     def forget_after_fork(self) -> None:
-        self._armed = False  # interval timers are not inherited across fork
+        self._expires = None  # interval timers are not inherited across fork
 
 
 class NoBackstop:
     """The watchdog thread alone."""
 
     name = "none"
+    exits_alone = False
 
-    def schedule(self, when: float, exit_code: int) -> bool:
-        return False
+    def prepare(self, exit_code: int) -> None:
+        pass
+
+    def attach_watchdog(self, thread_id: int | None) -> None:
+        pass
+
+    def schedule(self, deadline: float, exit_code: int, watched: bool) -> None:
+        pass
+
+    def begin_report(self, deadline: float, exit_code: int) -> tuple[bool, bool]:
+        return False, False
 
     def clear(self) -> None:
         pass
@@ -224,21 +323,22 @@ def load() -> Backstop:
     """The backstop for this machine, or the one ``HARDEXIT_BACKSTOP`` names."""
     forced = os.environ.get(BACKSTOP_ENV_VAR, "").strip() or "auto"
     if forced != "auto":
-        try:
-            chosen = _CHOICES[forced]
-        except KeyError:
-            raise ValueError(
-                f"environment variable {BACKSTOP_ENV_VAR}={forced!r} is not one of "
-                "auto, timer_create, setitimer, none"
-            ) from None
-        return chosen()
+        chosen = _CHOICES.get(forced)
+        if chosen is not None:
+            return chosen()
+        import warnings  # only on this error path, at start-up
+
+        warnings.warn(
+            f"environment variable {BACKSTOP_ENV_VAR}={forced!r} is not one of "
+            "auto, timer_create, setitimer, none; using auto",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     if sys.platform.startswith("linux") and _is_glibc():
         try:
             return KernelTimer()
         except (OSError, AttributeError):
             pass
-    if hasattr(os, "fork"):  # a POSIX system: setitimer exists
-        return AlarmTimer()
     return NoBackstop()
 
 

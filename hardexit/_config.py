@@ -1,17 +1,26 @@
-"""Where a guard's numbers come from, and which ones are accepted.
+"""One owner for hardexit's numbers and switches, and the checks on what users pass.
 
-Every check here raises before anything is armed, so a bad value changes
-nothing; every message names the parameter and the accepted range.
+The numbers are the design's timings; ``docs/design.md`` explains each.  The
+switches live on one object, :data:`config`.  Every check here raises before
+anything is armed, so a bad value changes nothing, and every message names the
+parameter and what is accepted.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
+import time
 
+# Importing `typing` costs ~20 ms: it is read by type checkers only.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Final
+
+    from ._guard import HardExit
+    from .instrumentation import FireDetails
 
 DEFAULT_TIMEOUT: Final = 10.0
 TIMEOUT_ENV_VAR: Final = "HARDEXIT_TIMEOUT"
@@ -20,16 +29,38 @@ TIMEOUT_ENV_VAR: Final = "HARDEXIT_TIMEOUT"
 MAX_TIMEOUT: Final = 1e9
 ACCEPTED_TIMEOUTS: Final = "a finite number of seconds > 0 and <= 1e9 (int or float)"
 
+# The stages of an exit, in seconds after the deadline (docs/design.md, "Stages").
+MAX_LEAD: Final = 0.005  # the watchdog wakes at most this early and keeps the GIL
+DUMP_DELAY: Final = 0.010  # the kernel has the watchdog thread dump every stack
+EXIT_DELAY: Final = 0.025  # the kernel exits with the code, unless the watchdog is reporting
+REPORT_DEADLINE: Final = 0.100  # ... then the kernel exits with the code anyway
+KILL_DELAY: Final = 0.150  # SIGKILL, should no thread be left to run _exit
 
-class DefaultTimeout(float):
-    """The shipped default, still unassigned.
 
-    ``hardexit.HARD_EXIT_TIMEOUT`` starts as an instance of this subclass, so
-    arm time can tell "never assigned" (consult ``HARDEXIT_TIMEOUT``) from
-    "assigned, even to 10.0" (the assignment wins).  It prints as a float.
+class Config:
+    """Every switch a user or a test can turn, in one place.
+
+    ``timeout`` is ``hardexit.HARD_EXIT_TIMEOUT`` as assigned (None: never);
+    ``env_timeout`` is ``HARDEXIT_TIMEOUT`` read once at import (None: unset),
+    or the ValueError a malformed value raises at arm time.
     """
 
-    __slots__ = ()
+    __slots__ = ("env_timeout", "on_arm", "on_fire", "testing", "timeout")
+
+    def __init__(self) -> None:
+        self.timeout: float | None = None
+        self.env_timeout: float | ValueError | None = None
+        self.testing = False
+        self.on_fire: tuple[Callable[[FireDetails], object], ...] = ()
+        self.on_arm: tuple[Callable[[HardExit], object], ...] = ()
+
+
+#: The one instance.  Other modules reach it as ``_config.config``, never by
+#: importing the name: at interpreter exit the watchdog thread is still alive,
+#: and a direct reference from its modules would keep the hooks, and the
+#: modules whose functions they are (``__main__``'s finalizers included),
+#: from ever being torn down.
+config = Config()
 
 
 def check_timeout(value: object, name: str) -> float:
@@ -38,25 +69,27 @@ def check_timeout(value: object, name: str) -> float:
         raise TypeError(
             f"{name} must be {ACCEPTED_TIMEOUTS}; got {value!r} ({type(value).__name__})"
         )
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int past float's range
+        seconds = math.inf
     # `not (a < x <= b)` also rejects NaN, which compares false to everything.
     if not (0.0 < seconds <= MAX_TIMEOUT):
-        raise ValueError(f"{name} must be {ACCEPTED_TIMEOUTS}; got {value!r}")
+        raise ValueError(f"{name} must be {ACCEPTED_TIMEOUTS}; got {_short(value)}")
     return seconds
 
 
 def check_deadline(value: object) -> float:
-    """A deadline is a point on ``time.monotonic()``'s clock."""
+    """A deadline is a point on ``time.monotonic()``'s clock, at most 1e9 s from now."""
+    accepted = "a time.monotonic() value >= 0 and at most 1e9 s from now (int or float)"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            "deadline must be a finite time.monotonic() value (int or float); "
-            f"got {value!r} ({type(value).__name__})"
-        )
-    deadline = float(value)
-    if not math.isfinite(deadline) or deadline < 0.0:
-        raise ValueError(
-            f"deadline must be a finite, non-negative time.monotonic() value; got {value!r}"
-        )
+        raise TypeError(f"deadline must be {accepted}; got {value!r} ({type(value).__name__})")
+    try:
+        deadline = float(value)
+    except OverflowError:
+        deadline = math.inf
+    if not (0.0 <= deadline <= time.monotonic() + MAX_TIMEOUT):
+        raise ValueError(f"deadline must be {accepted}; got {_short(value)}")
     return deadline
 
 
@@ -66,29 +99,67 @@ def check_exit_code(value: object) -> int:
             f"exit_code must be an int in 0..255; got {value!r} ({type(value).__name__})"
         )
     if not 0 <= value <= 255:
-        raise ValueError(f"exit_code must be an int in 0..255; got {value!r}")
+        raise ValueError(f"exit_code must be an int in 0..255; got {_short(value)}")
     return int(value)
 
 
-def resolve_timeout(timeout: object, module_default: object) -> float:
-    """The timeout a guard gets: argument, else assignment, else environment, else 10 s.
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} digits)"
 
-    *module_default* is the current ``hardexit.HARD_EXIT_TIMEOUT``.  It is read
-    at arm time, not import time, so ``hardexit.HARD_EXIT_TIMEOUT = 3`` works
-    whenever it happens before the arm.
-    """
-    if timeout is not None:
-        return check_timeout(timeout, "timeout")
-    if type(module_default) is not DefaultTimeout:
-        return check_timeout(module_default, "hardexit.HARD_EXIT_TIMEOUT")
+
+def default_timeout() -> float:
+    """What ``arm_hard_exit()`` uses without a timeout: assignment, else environment, else 10 s."""
+    if config.timeout is not None:
+        return config.timeout
+    env = config.env_timeout
+    if isinstance(env, ValueError):
+        raise env
+    return DEFAULT_TIMEOUT if env is None else env
+
+
+def resolve_timeout(timeout: object) -> float:
+    """The timeout a guard gets: the argument if given, else :func:`default_timeout`."""
+    return default_timeout() if timeout is None else check_timeout(timeout, "timeout")
+
+
+def _read_env_timeout() -> float | ValueError | None:
     raw = os.environ.get(TIMEOUT_ENV_VAR, "").strip()
     if not raw:
-        return float(module_default)
+        return None
     try:
         parsed = float(raw)
     except ValueError:
-        raise ValueError(
+        return ValueError(
             f"environment variable {TIMEOUT_ENV_VAR}={raw!r} is not a number; "
             f"it must be {ACCEPTED_TIMEOUTS}, e.g. {TIMEOUT_ENV_VAR}=10"
-        ) from None
-    return check_timeout(parsed, f"environment variable {TIMEOUT_ENV_VAR}={raw!r}")
+        )
+    try:
+        return check_timeout(parsed, f"environment variable {TIMEOUT_ENV_VAR}={raw!r}")
+    except ValueError as exc:
+        return exc
+
+
+def load_environment() -> None:
+    """Read ``HARDEXIT_TIMEOUT`` once, at import: a bad value is reported at start-up.
+
+    Arming without a timeout then raises the same error: shutdown is not the
+    moment to discover it, but a process must not be made unable to start.
+    """
+    config.env_timeout = _read_env_timeout()
+    if isinstance(config.env_timeout, ValueError):
+        import warnings  # only on this error path, at start-up
+
+        warnings.warn(str(config.env_timeout), RuntimeWarning, stacklevel=3)
+
+
+def in_main_interpreter() -> bool:
+    """False in a subinterpreter, where a watchdog thread would abort its destruction."""
+    is_main = getattr(sys.modules["_thread"], "_is_main_interpreter", None)  # 3.12+
+    if is_main is not None:
+        return bool(is_main())
+    try:
+        import _xxsubinterpreters as interpreters  # type: ignore[import-not-found]  # 3.10, 3.11
+    except ImportError:
+        return True
+    return bool(interpreters.get_current() == interpreters.get_main())

@@ -4,8 +4,7 @@ This runs while some other thread is wedged, possibly holding a logging
 handler's lock or the lock inside ``sys.stdout``.  So the order is: first
 what cannot block on a Python lock (a line and every thread's stack, written
 straight to fd 2), then what can (hooks, flushing handlers and stdio).  The
-caller bounds it: whatever is still blocked at ``deadline + REPORT_DEADLINE``
-is abandoned by the exit.
+caller bounds it (docs/design.md, "Stages").  Nothing here imports.
 """
 
 from __future__ import annotations
@@ -14,15 +13,17 @@ import faulthandler
 import os
 import sys
 
-from . import instrumentation
+from . import _config
+from .instrumentation import FireDetails
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._guard import HardExit
 
 
-def report(guard: HardExit, fired_at: float) -> None:
-    details = instrumentation.FireDetails(
+def report(guard: HardExit, fired_at: float, stacks_dumped: bool) -> None:
+    """*stacks_dumped*: the kernel's dump stage already wrote every stack."""
+    details = FireDetails(
         timeout=guard.timeout,
         armed_at=guard.armed_at,
         deadline=guard.deadline,
@@ -30,16 +31,14 @@ def report(guard: HardExit, fired_at: float) -> None:
         exit_code=guard.exit_code,
         reason=guard.reason,
     )
-    because = f" ({guard.reason})" if guard.reason else ""
-    _write_stderr(
-        f"hardexit: teardown outlived its {guard.timeout:.3f} s deadline{because}; "
-        f"exiting with code {guard.exit_code}. Stacks of every thread:\n"
-    )
-    try:
-        faulthandler.dump_traceback(2, all_threads=True)
-    except (OSError, RuntimeError, ValueError):
-        pass
-    for hook in instrumentation.get_on_fire_hooks():
+    stacks = "Every thread's stack is above." if stacks_dumped else "Every thread's stack:"
+    _write_stderr(f"hardexit: {details.summary()}. {stacks}\n")
+    if not stacks_dumped:
+        try:
+            faulthandler.dump_traceback(2, all_threads=True)
+        except (OSError, RuntimeError, ValueError):
+            pass
+    for hook in _config.config.on_fire:
         try:
             hook(details)
         except BaseException as exc:  # a broken hook must not stop the rest

@@ -1,23 +1,8 @@
 """The watchdog thread: exits at the deadline, and says why first.
 
-One per process, started by the first arm and idle (blocked on a lock, no
-polling) whenever nothing is armed.  It is a plain ``_thread`` thread: it
-needs no ``threading`` bookkeeping lock that a wedged thread could hold, and
-nobody joins it at exit, so it never delays a normal exit.
-
-It wakes a GIL switch interval before the earliest deadline and keeps the
-GIL until then.  When the deadline passes it marks the guard as firing
-(``cancel()`` says False from then on), moves the kernel backstop to
-``deadline + REPORT_DEADLINE``, reports inline, and calls ``os._exit``.
-Inline, because every hand-off to another thread costs a GIL switch interval
-when other threads are busy; the moved backstop is what bounds a report that
-blocks.  Without a backstop the report runs in a helper thread instead, and
-the watchdog waits for it until that same moment at most.
-
-If the watchdog cannot run at all (a C call holds the GIL, the GIL is
-contended, finalization froze it), the backstop exits at ``deadline +
-BACKSTOP_DELAY``.  Both exit with the guard's code, so whichever comes first
-is right.
+One per process, started by the first arm, idle on a lock whenever nothing is
+due.  Its timing and its place among the kernel's stages are told in
+``docs/design.md`` ("Stages"); here is only how it keeps them.
 """
 
 from __future__ import annotations
@@ -29,63 +14,122 @@ import sys
 import time
 
 from . import _diagnostics
-from ._backstop import REPORT_DEADLINE
+from ._config import MAX_LEAD, REPORT_DEADLINE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ._guard import HardExit, Registry
+    import signal as _signal
+    from collections.abc import Callable
+    from typing import Any
 
-# The most the watchdog wakes early and keeps the GIL before a deadline.
-_MAX_LEAD = 0.005
+    from ._guard import HardExit, Registry
+else:
+    import _signal  # signal's C half: `signal` itself imports enum
+
+
+def _real_thread_api() -> tuple[Callable[..., int], Callable[[], Any], Callable[[], Any]]:
+    """``start_new_thread``, ``allocate_lock`` and ``RLock`` as the OS provides them.
+
+    gevent and eventlet replace these with greenlet versions; a watchdog that
+    is a greenlet blocks the hub, and never runs while the application is
+    wedged.  Bound here, at import, a later ``monkey.patch_all()`` cannot
+    reach them; an earlier one is undone through the patcher's own record.
+    """
+    names = ["start_new_thread", "allocate_lock", "RLock"]
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("_thread"):
+        start, allocate, rlock = gevent_monkey.get_original("_thread", names)
+        return start, allocate, rlock
+    eventlet_patcher = sys.modules.get("eventlet.patcher")
+    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("thread"):
+        original = eventlet_patcher.original("_thread")
+        return original.start_new_thread, original.allocate_lock, original.RLock
+    return _thread.start_new_thread, _thread.allocate_lock, _thread.RLock
+
+
+start_new_thread, allocate_lock, RLock = _real_thread_api()
+
+
+def start(registry: Registry) -> int | None:
+    """Start the watchdog thread; its native thread id, where Linux can tell it.
+
+    The id is known before the thread runs a line: glibc derives a thread's
+    CPU-clock id from its kernel tid (``MAKE_THREAD_CPUCLOCK``), and the
+    kernel ABI fixes that encoding.  So the first arm need not wait for the
+    new thread to get the GIL, which under contention takes many switch
+    intervals.
+
+    The thread is born with SIGPIPE blocked (a new thread inherits its
+    creator's mask).  Every report is written from it, to a stderr that may
+    be a pipe with no reader left: with SIGPIPE at its default action that
+    write would kill the process by signal 13 instead of the guard's exit
+    code; blocked, the write fails with EPIPE instead.
+    """
+    mask = getattr(_signal, "pthread_sigmask", None)
+    if mask is None:
+        ident = start_new_thread(watch, (registry,))
+    else:
+        before = mask(_signal.SIG_BLOCK, [_signal.SIGPIPE])
+        try:
+            ident = start_new_thread(watch, (registry,))
+        finally:
+            if _signal.SIGPIPE not in before:
+                mask(_signal.SIG_UNBLOCK, [_signal.SIGPIPE])
+    clock_of = getattr(time, "pthread_getcpuclockid", None)
+    if clock_of is None or not sys.platform.startswith("linux"):
+        return None
+    try:
+        thread_id: int = ~(clock_of(ident) >> 3)
+        return thread_id
+    except OSError:
+        return None
 
 
 def watch(registry: Registry) -> None:
     while True:
         with registry.lock:
+            registry.reconcile()  # after an arm or cancel that an exception cut short
             first = registry.due()
-            now = time.monotonic()
+            now = registry.clock()
             if first is not None and now >= first.deadline:
-                registry.firing = first  # from here on, cancel() says False
-                assert registry.backstop is not None
-                bounded = registry.backstop.schedule(
-                    first.deadline + REPORT_DEADLINE, first.exit_code
-                )
+                registry.firing = first
+                bounded, dumped = registry.backstop.begin_report(first.deadline, first.exit_code)
                 break
             registry.watchdog_due = deadline = math.inf if first is None else first.deadline
         # Wake a switch interval early: getting the GIL back from a busy
         # thread takes about that long.  An arm with an earlier deadline
         # releases `wake`; a cancel does not bother, as waking for a deadline
         # that was cancelled costs one loop.
-        wait = deadline - now - min(sys.getswitchinterval(), _MAX_LEAD)
+        wait = deadline - now - min(sys.getswitchinterval(), MAX_LEAD)
         if wait > 0:
             registry.wake.acquire(True, min(wait, _thread.TIMEOUT_MAX))
         else:
             # Holding the GIL, a few ms before the deadline: keep it until
             # then, as any busy thread may; a sleep would give it away.
-            while time.monotonic() < deadline:
+            while registry.clock() < deadline:
                 pass
-    fire(first, now, bounded)
+    fire(first, now, bounded, dumped)
 
 
-def fire(guard: HardExit, fired_at: float, bounded: bool) -> None:
+def fire(guard: HardExit, fired_at: float, bounded: bool, stacks_dumped: bool) -> None:
     # The report releases the GIL at every write, and getting it back costs a
     # switch interval (5 ms) when other threads are busy.  The process is
     # exiting: nothing is left to lose by making each hand-off near-free.
     sys.setswitchinterval(1e-6)
     try:
         if bounded:
-            _diagnostics.report(guard, fired_at)
+            _diagnostics.report(guard, fired_at, stacks_dumped)
         else:
-            done = _thread.allocate_lock()
+            done = allocate_lock()
             done.acquire()
-            _thread.start_new_thread(_report_then_release, (guard, fired_at, done))
+            start_new_thread(_report_then_release, (guard, fired_at, done))
             done.acquire(True, max(guard.deadline + REPORT_DEADLINE - time.monotonic(), 0.0))
     finally:
         os._exit(guard.exit_code)
 
 
-def _report_then_release(guard: HardExit, fired_at: float, done: _thread.LockType) -> None:
+def _report_then_release(guard: HardExit, fired_at: float, done: Any) -> None:
     try:
-        _diagnostics.report(guard, fired_at)
+        _diagnostics.report(guard, fired_at, False)
     finally:
         done.release()

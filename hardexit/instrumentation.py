@@ -3,27 +3,34 @@
 Nothing in hardexit logs or counts by itself; it calls hooks.  The default
 is one on-fire hook, :func:`log_hard_exit`, which puts one record on the
 ``hardexit`` logger.  Replace or extend the lists with
-:func:`set_on_fire_hooks` and :func:`set_on_arm_hooks`.
+:func:`set_on_fire_hooks` and :func:`set_on_arm_hooks`; annotate your hooks
+with :data:`OnFireHook` and :data:`OnArmHook`.
 
 On-fire hooks run after the deadline, in the watchdog thread, while a wedged
 thread may hold any lock in the process.  The exit does not wait for them
-past the deadline + 100 ms, so a hook that blocks costs its own
-output, never the exit.  Keep them short; do not take locks you cannot bound.
+past the report's deadline (docs/design.md, "Stages"), so a hook that blocks
+costs its own output, never the exit.  Keep them short, take no lock you
+cannot bound, and import nothing: an import then reads files with the exit
+already late.
 """
 
 from __future__ import annotations
+
+import _collections_abc
+import sys
+
+from . import _config
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from ._guard import HardExit
-
-    OnFireHook = Callable[["FireDetails"], object]
-    OnArmHook = Callable[[HardExit], object]
+    from ._guard import HardExit  # noqa: F401 - named in OnArmHook
 
 __all__ = [
     "FireDetails",
+    "OnArmHook",
+    "OnFireHook",
     "get_on_arm_hooks",
     "get_on_fire_hooks",
     "log_hard_exit",
@@ -33,12 +40,19 @@ __all__ = [
 
 
 class FireDetails:
-    """What is known when a guard fires; passed to every on-fire hook.
+    """What is known when a guard fires; passed to every on-fire hook.  Immutable.
 
     All times are seconds on the ``time.monotonic()`` clock.
     """
 
     __slots__ = ("armed_at", "deadline", "exit_code", "fired_at", "reason", "timeout")
+
+    armed_at: float  #: when arm_hard_exit() was called
+    deadline: float  #: the deadline that passed, after any move
+    exit_code: int  #: the code the process exits with
+    fired_at: float  #: when the watchdog thread saw it pass
+    reason: str | None  #: the reason given to arm_hard_exit(), if any
+    timeout: float  #: the timeout the guard was armed with (moving the deadline keeps it)
 
     def __init__(
         self,
@@ -50,51 +64,76 @@ class FireDetails:
         exit_code: int,
         reason: str | None,
     ) -> None:
-        self.timeout = timeout  #: the timeout the guard was armed with
-        self.armed_at = armed_at  #: when arm_hard_exit() was called
-        self.deadline = deadline  #: the deadline that passed
-        self.fired_at = fired_at  #: when the watchdog thread saw it pass
-        self.exit_code = exit_code  #: the code the process exits with
-        self.reason = reason  #: the reason given to arm_hard_exit(), if any
+        for name, value in (
+            ("timeout", timeout),
+            ("armed_at", armed_at),
+            ("deadline", deadline),
+            ("fired_at", fired_at),
+            ("exit_code", exit_code),
+            ("reason", reason),
+        ):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"FireDetails is immutable; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"FireDetails is immutable; cannot delete {name!r}")
 
     @property
     def late(self) -> float:
         """How long after the deadline the watchdog thread got to run."""
         return self.fired_at - self.deadline
 
+    @property
+    def since_armed(self) -> float:
+        """How long teardown had run when the guard fired."""
+        return self.fired_at - self.armed_at
+
+    def summary(self) -> str:
+        """One line: when it was armed, by how much the deadline passed, the exit code."""
+        because = f" ({self.reason})" if self.reason else ""
+        return (
+            f"teardown{because} still running {self.since_armed:.3f} s after the guard was "
+            f"armed, {self.late * 1e3:.1f} ms past its deadline; "
+            f"exiting with code {self.exit_code}"
+        )
+
     def __repr__(self) -> str:
         return (
-            f"FireDetails(timeout={self.timeout!r}, deadline={self.deadline!r}, "
-            f"late={self.late:.6f}, exit_code={self.exit_code!r}, reason={self.reason!r})"
+            f"FireDetails(timeout={self.timeout!r}, armed_at={self.armed_at!r}, "
+            f"deadline={self.deadline!r}, late={self.late:.6f}, "
+            f"exit_code={self.exit_code!r}, reason={self.reason!r})"
         )
+
+
+#: What an on-fire hook is: called with the :class:`FireDetails`.
+OnFireHook = _collections_abc.Callable[[FireDetails], object]
+#: What an on-arm hook is: called with each new guard, once it is armed.
+OnArmHook = _collections_abc.Callable[["HardExit"], object]
 
 
 def log_hard_exit(details: FireDetails) -> None:
     """The default on-fire hook: one ERROR record on the ``hardexit`` logger.
 
     The record carries ``hardexit_deadline``, ``hardexit_late`` and
-    ``hardexit_exit_code`` as extra attributes for structured handlers.
+    ``hardexit_exit_code`` as extra attributes for structured handlers.  If
+    the application never imported :mod:`logging`, no handler can be
+    configured, and the line hardexit wrote to stderr is the whole story:
+    the hook does nothing rather than import it after the deadline.
     """
-    import logging
-
-    because = f" ({details.reason})" if details.reason else ""
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return
     logging.getLogger("hardexit").error(
-        "hard exit%s: teardown outlived its %.3f s deadline; the deadline passed "
-        "%.1f ms ago, exiting with code %d",
-        because,
-        details.timeout,
-        details.late * 1e3,
-        details.exit_code,
+        "hard exit: %s",
+        details.summary(),
         extra={
             "hardexit_deadline": details.deadline,
             "hardexit_late": details.late,
             "hardexit_exit_code": details.exit_code,
         },
     )
-
-
-_on_fire: tuple[OnFireHook, ...] = (log_hard_exit,)
-_on_arm: tuple[OnArmHook, ...] = ()
 
 
 def _checked(
@@ -109,13 +148,12 @@ def _checked(
 
 def set_on_fire_hooks(hooks: Iterable[OnFireHook]) -> None:
     """Replace the on-fire hooks; ``[]`` silences the record (the stack dump stays)."""
-    global _on_fire
-    _on_fire = _checked(hooks, "on-fire hooks")
+    _config.config.on_fire = _checked(hooks, "on-fire hooks")
 
 
 def get_on_fire_hooks() -> tuple[OnFireHook, ...]:
     """The on-fire hooks, in the order they run."""
-    return _on_fire
+    return _config.config.on_fire
 
 
 def set_on_arm_hooks(hooks: Iterable[OnArmHook]) -> None:
@@ -124,10 +162,12 @@ def set_on_arm_hooks(hooks: Iterable[OnArmHook]) -> None:
     They run in the arming thread, after the guard is live; an exception from
     one propagates to the caller of ``arm_hard_exit()`` with the guard armed.
     """
-    global _on_arm
-    _on_arm = _checked(hooks, "on-arm hooks")
+    _config.config.on_arm = _checked(hooks, "on-arm hooks")
 
 
 def get_on_arm_hooks() -> tuple[OnArmHook, ...]:
     """The on-arm hooks, in the order they run."""
-    return _on_arm
+    return _config.config.on_arm
+
+
+_config.config.on_fire = (log_hard_exit,)

@@ -68,7 +68,7 @@ def install(ctx: JobContext, timeout: float | None = None, *, exit_code: int = 0
 
     Calling it again for the same job does nothing.
     """
-    seconds = _config.resolve_timeout(timeout, _guard.hardexit_timeout())
+    seconds = _config.resolve_timeout(timeout)
     code = _config.check_exit_code(exit_code)
     if ctx.proc.executor_type != JobExecutorType.PROCESS:
         logger.warning(
@@ -83,7 +83,6 @@ def install(ctx: JobContext, timeout: float | None = None, *, exit_code: int = 0
         return
     _installed_jobs.add(ctx.job.id)
 
-    _guard.prepare()  # now, not under shutdown pressure
     arming = _Arming(seconds, code, ctx.job.id)
     _add_log_drain_hook()
     shutdown_began = _find_shutdown_future(ctx)

@@ -3,7 +3,7 @@
 Two tools, for the two kinds of test:
 
 - :func:`run_isolated` runs a script or a module-level function in a fresh
-  interpreter, in its own process group, and reports how it ended: exit
+  interpreter, kills whatever it started, and reports how it ended: exit
   code, signal, output, and when it exited relative to its first arm.  Use
   it to prove that your teardown really is bounded.  hardexit's own test
   suite is written with it.
@@ -14,15 +14,15 @@ Two tools, for the two kinds of test:
 
 from __future__ import annotations
 
+import math
 import os
-import select
-import signal
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-from . import _guard
+from . import _config
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,7 +31,22 @@ if TYPE_CHECKING:
 __all__ = ["IsolatedRun", "is_testing", "run_isolated", "set_testing"]
 
 
-def set_testing(on: bool) -> None:
+class _RestoreTesting:
+    """Returned by :func:`set_testing`: as a context manager, restores the previous mode."""
+
+    __slots__ = ("_previous",)
+
+    def __init__(self, previous: bool) -> None:
+        self._previous = previous
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, *exc_info: object) -> None:
+        _config.config.testing = self._previous
+
+
+def set_testing(on: bool) -> _RestoreTesting:
     """Make the guards armed from now on inert (True), or live again (False).
 
     While on, ``arm_hard_exit()`` validates and returns guards as usual, and
@@ -39,23 +54,30 @@ def set_testing(on: bool) -> None:
     watchdog, no backstop.  A guard armed while it was on stays inert after
     it is turned off, so a guard a test forgot to cancel cannot shoot the
     test runner later; guards armed before it was turned on stay live.
+
+    It takes effect at once; use the result as a context manager to restore
+    the previous mode when the block ends::
+
+        with hardexit.testing.set_testing(True):
+            ...
     """
     if not isinstance(on, bool):
         raise TypeError(f"on must be a bool; got {on!r}")
-    _guard.testing_mode = on
+    previous, _config.config.testing = _config.config.testing, on
+    return _RestoreTesting(previous)
 
 
 def is_testing() -> bool:
     """Whether :func:`set_testing` made guards inert."""
-    return _guard.testing_mode
+    return _config.config.testing
 
 
 class IsolatedRun:
     """How a :func:`run_isolated` child ended.
 
     Times are ``time.monotonic()`` seconds; CLOCK_MONOTONIC is shared by
-    every process on Linux and macOS, so the child's arm time and the
-    parent's reap time are on one clock.
+    every process on Linux and macOS, so the child's arm time and its
+    parent's view of its exit are on one clock.
     """
 
     __slots__ = ("armed_at", "deadline", "exit_code", "exited_at", "stderr", "stdout", "timed_out")
@@ -79,7 +101,7 @@ class IsolatedRun:
         self.armed_at = armed_at
         #: That guard's deadline when armed, or None.
         self.deadline = deadline
-        #: When the parent saw the child exit.
+        #: When the child exited, as its parent (the reaper) saw it: woken at once.
         self.exited_at = exited_at
         #: True if the child was still alive at the run's *limit* and was killed.
         self.timed_out = timed_out
@@ -102,19 +124,27 @@ class IsolatedRun:
         )
 
 
-# Runs in the child: report the first arm through the pipe, then run the target.
+# Runs in the child: report the first arm, then run the target.  The report
+# file is opened by path only when reporting: the code under test may close
+# or reuse any fd, and this hook runs right after an arm, so it stays short.
 _CHILD = """\
 import os, sys
-_unreported = [int(sys.argv[1])]
+_unreported = [sys.argv[1]]
 from hardexit import instrumentation
 
 def _report_first_arm(guard):
     try:
-        fd = _unreported.pop()  # atomic: one thread reports, however many arm at once
+        path = _unreported.pop()  # atomic: one thread reports, however many arm at once
     except IndexError:
         return
-    os.write(fd, f"{guard.armed_at!r} {guard.deadline!r}\\n".encode())
-    os.close(fd)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            os.write(fd, f"{guard.armed_at!r} {guard.deadline!r}\\n".encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # out of fds, say: the run reports no arm rather than fail the arm
 
 instrumentation.set_on_arm_hooks([_report_first_arm])
 kind, target = sys.argv[2], sys.argv[3]
@@ -130,6 +160,8 @@ else:
     func()
 """
 
+_REAPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reaper.py")
+
 
 def run_isolated(
     target: str | Callable[[], object],
@@ -142,11 +174,30 @@ def run_isolated(
     """Run *target* in a fresh interpreter and report how it ended.
 
     *target* is Python source (run as ``__main__``) or a module-level
-    function, imported by name in the child.  The child runs in its own
-    session and process group; when it exits, or at *limit* seconds, the
-    whole group is killed, so nothing it forked outlives the call.  *args*
-    become the child's ``sys.argv[1:]``; *env* is added to the environment;
-    *python* defaults to this interpreter.
+    function, imported by name in the child.  *args* become the child's
+    ``sys.argv[1:]``; *env* is added to the environment; *python* (a path,
+    or a name looked up on PATH) defaults to this interpreter.
+
+    The child runs in a new session, under a small reaper process.  When the
+    child exits, or *limit* seconds after the call, the reaper SIGKILLs the
+    child's process group and every process descended from the child, and
+    reaps them all before this returns.  On Linux the reaper is a child
+    subreaper (``PR_SET_CHILD_SUBREAPER``): a process whose parent died is
+    re-parented to it, whatever session or process group it moved to, so
+    nothing the child started outlives the call: daemons that double-forked
+    included.  Without a subreaper (not Linux), only the child's process
+    group is killed, and not waited for: a process that left the group
+    survives once its parent has exited.
+
+    The first arm is reported through a private temporary file that the
+    child opens by path only when it arms: code under test may close or
+    reuse any fd.  If that open fails (no fd left), no arm is reported.
+
+    If this process dies or is interrupted during the call, the reaper
+    notices (its stdin pipe closes; on Linux also its parent-death signal)
+    and cleans up the same way.  Only a reaper killed outright (SIGKILL)
+    leaves the child's descendants behind; on Linux the child itself dies
+    with it.
     """
     if isinstance(target, str):
         kind, spec = "source", target
@@ -157,6 +208,11 @@ def run_isolated(
             "target must be Python source (str) or an importable module-level function; "
             f"got {target!r}"
         )
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 < limit < math.inf:
+        raise ValueError(f"limit must be a positive, finite number of seconds; got {limit!r}")
+    executable = sys.executable if python is None else shutil.which(python)
+    if not executable:
+        raise FileNotFoundError(f"python must name an executable; got {python!r}")
     child_env = dict(os.environ)
     # The child must import the same hardexit as this process.
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -164,69 +220,47 @@ def run_isolated(
         p for p in (package_root, child_env.get("PYTHONPATH", "")) if p
     )
     child_env.update(env or {})
-    read_fd, write_fd = os.pipe()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        try:
-            proc = subprocess.Popen(
-                [python or sys.executable, "-c", _CHILD, str(write_fd), kind, spec, *args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env=child_env,
-                pass_fds=(write_fd,),
-                start_new_session=True,
-            )
-        finally:
-            os.close(write_fd)
-        try:
-            timed_out = not _wait_exact(proc, limit)
-            exited_at = time.monotonic()
-        finally:
-            _kill_group(proc.pid)
-            proc.wait()
-        with os.fdopen(read_fd, "rb") as pipe:
-            armed = pipe.read().split()
+    deadline = time.monotonic() + limit
+    with (
+        tempfile.TemporaryDirectory(prefix="hardexit-run-") as private,
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+    ):
+        report_path = os.path.join(private, "first-arm")
+        open(report_path, "xb").close()
+        command = [executable, "-c", _CHILD, report_path, kind, spec, *args]
+        reaper = subprocess.Popen(
+            [
+                sys.executable,
+                "-I",
+                "-S",
+                _REAPER,
+                repr(deadline),
+                str(out.fileno()),
+                str(err.fileno()),
+                *command,
+            ],
+            stdin=subprocess.PIPE,  # closed when we return or die: the reaper stops
+            stdout=subprocess.PIPE,
+            env=child_env,
+            pass_fds=(out.fileno(), err.fileno()),
+            start_new_session=True,
+        )
+        with reaper:
+            assert reaper.stdout is not None
+            ended = reaper.stdout.read().split()  # EOF once the reaper has cleaned up
+        if len(ended) != 3:
+            raise RuntimeError(f"run_isolated's reaper failed (exit code {reaper.returncode})")
+        with open(report_path, "rb") as report:
+            armed = report.read().split()
         out.seek(0)
         err.seek(0)
         return IsolatedRun(
-            exit_code=proc.returncode,
+            exit_code=int(ended[0]),
             stdout=out.read().decode("utf-8", "replace"),
             stderr=err.read().decode("utf-8", "replace"),
             armed_at=float(armed[0]) if armed else None,
             deadline=float(armed[1]) if armed else None,
-            exited_at=exited_at,
-            timed_out=timed_out,
+            exited_at=float(ended[1]),
+            timed_out=ended[2] == b"1",
         )
-
-
-def _wait_exact(proc: subprocess.Popen[bytes], limit: float) -> bool:
-    """Wait for *proc* to exit, at most *limit* s; True if it did.
-
-    A pidfd wakes us the moment the child dies; Popen.wait(timeout) polls
-    with sleeps of up to 50 ms, too coarse to time an exit.
-    """
-    pidfd_open = getattr(os, "pidfd_open", None)
-    if pidfd_open is not None:
-        try:
-            pidfd = pidfd_open(proc.pid)
-        except OSError:
-            pass
-        else:
-            try:
-                poller = select.poll()
-                poller.register(pidfd, select.POLLIN)
-                return bool(poller.poll(limit * 1000))
-            finally:
-                os.close(pidfd)
-    try:
-        proc.wait(limit)
-    except subprocess.TimeoutExpired:
-        return False
-    return True
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -6,38 +6,21 @@ import textwrap
 
 from hardexit.testing import IsolatedRun, run_isolated
 
+from . import wedges
+
 # Tests assert generous bounds only; the tight numbers live in benchmarks/.
 SLACK = 1.0
 
-# Wedges, by name.  Each blocks the calling thread for 60 s unless killed.
-WEDGES = {
-    # A native call that released the GIL (most FFI and I/O).
-    "native_gil_released": "ctypes.CDLL(None).sleep(60)",
-    # A native call that holds the GIL: no Python thread can run.
-    "native_gil_held": "ctypes.PyDLL(None).sleep(60)",
-    # A pthread mutex locked twice by its owner, entered without / with the GIL.
-    "mutex_gil_released": "deadlock_on_mutex(ctypes.CDLL(None))",
-    "mutex_gil_held": "deadlock_on_mutex(ctypes.PyDLL(None))",
-    # Pure Python that never yields.
-    "bytecode_spin": "while True: pass",
-}
+#: Wedges one statement makes in any thread, by name: each blocks the thread for good.
+WEDGES = {w.name: w.code for w in wedges.KINDS if not (w.setup or w.at_exit)}
 
-
-PREAMBLE = """\
-import asyncio, atexit, ctypes, os, sys, threading, time
-import hardexit
-
-def deadlock_on_mutex(libc):
-    mutex = ctypes.create_string_buffer(128)  # >= sizeof(pthread_mutex_t)
-    libc.pthread_mutex_init(mutex, None)
-    libc.pthread_mutex_lock(mutex)
-    libc.pthread_mutex_lock(mutex)  # a default mutex locked twice by its owner
-"""
+#: The usual imports, and the helpers the wedges call.
+PREAMBLE = wedges.PREAMBLE
 
 
 def script(body: str) -> str:
     """A child script: the usual imports and wedges, then *body*."""
-    return PREAMBLE + textwrap.dedent(body)
+    return PREAMBLE + "\n" + textwrap.dedent(body)
 
 
 def run(body: str, *, limit: float = 10.0, **kwargs: object) -> IsolatedRun:

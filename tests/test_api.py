@@ -11,24 +11,23 @@ import pytest
 
 import hardexit
 from hardexit import instrumentation, testing
+from hardexit._config import config, load_environment
 
 
 @pytest.fixture
 def inert() -> Iterator[None]:
-    testing.set_testing(True)
-    try:
+    with testing.set_testing(True):
         yield
-    finally:
-        testing.set_testing(False)
 
 
 @pytest.fixture
 def default_timeout(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Leave HARD_EXIT_TIMEOUT and HARDEXIT_TIMEOUT as they were."""
     monkeypatch.delenv("HARDEXIT_TIMEOUT", raising=False)
-    original = hardexit.HARD_EXIT_TIMEOUT
+    saved = config.timeout, config.env_timeout
+    config.timeout = config.env_timeout = None
     yield
-    hardexit.HARD_EXIT_TIMEOUT = original
+    config.timeout, config.env_timeout = saved
 
 
 BAD_TIMEOUTS = [
@@ -79,22 +78,32 @@ def test_bad_reason_is_refused() -> None:
     assert hardexit.current_deadline() is None
 
 
-@pytest.mark.usefixtures("default_timeout")
-@pytest.mark.parametrize("raw", ["soon", "nan", "-3", "0", "inf"])
-def test_malformed_environment_timeout_names_the_variable(
+@pytest.mark.usefixtures("inert", "default_timeout")
+@pytest.mark.parametrize("raw", ["soon", "nan", "-3", "0", "inf", "1e400"])
+def test_malformed_environment_timeout_warns_at_import_and_raises_at_arm(
     raw: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HARDEXIT_TIMEOUT", raw)
+    with pytest.warns(RuntimeWarning, match=r"^environment variable HARDEXIT_TIMEOUT="):
+        load_environment()  # what `import hardexit` runs
     with pytest.raises(ValueError, match=r"^environment variable HARDEXIT_TIMEOUT="):
         hardexit.arm_hard_exit()
+    with pytest.raises(ValueError, match=r"^environment variable HARDEXIT_TIMEOUT="):
+        hardexit.HARD_EXIT_TIMEOUT  # noqa: B018 - the attribute tells the same truth
     assert hardexit.current_deadline() is None
+    with hardexit.arm_hard_exit(4) as guard:  # an explicit timeout needs no default
+        assert guard.timeout == 4.0
 
 
 @pytest.mark.usefixtures("default_timeout")
-def test_bad_module_default_names_the_attribute() -> None:
-    hardexit.HARD_EXIT_TIMEOUT = "3"  # type: ignore[assignment]
-    with pytest.raises(TypeError, match=r"^hardexit\.HARD_EXIT_TIMEOUT must be"):
-        hardexit.arm_hard_exit()
+@pytest.mark.parametrize(
+    ("value", "error"), [("3", TypeError), (-1, ValueError), (10**400, ValueError)]
+)
+def test_bad_assignment_is_refused_and_changes_nothing(value: object, error: type) -> None:
+    hardexit.HARD_EXIT_TIMEOUT = 4
+    with pytest.raises(error, match=r"^hardexit\.HARD_EXIT_TIMEOUT must be a finite number"):
+        hardexit.HARD_EXIT_TIMEOUT = value  # type: ignore[assignment]
+    assert hardexit.HARD_EXIT_TIMEOUT == 4.0
 
 
 @pytest.mark.usefixtures("inert", "default_timeout")
@@ -106,12 +115,25 @@ def test_timeout_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert hardexit.HARD_EXIT_TIMEOUT == 10.0
     assert timeout_of() == pytest.approx(10.0)
     monkeypatch.setenv("HARDEXIT_TIMEOUT", " 2.5 ")
+    load_environment()
+    assert hardexit.HARD_EXIT_TIMEOUT == 2.5  # the attribute reads what arming uses
     assert timeout_of() == pytest.approx(2.5)  # the environment overrides the default
     hardexit.HARD_EXIT_TIMEOUT = 10.0
     assert timeout_of() == pytest.approx(10.0)  # an assignment, even of 10.0, overrides both
     hardexit.HARD_EXIT_TIMEOUT = 3
     assert timeout_of() == pytest.approx(3.0)
     assert timeout_of(timeout=1) == pytest.approx(1.0)  # the argument overrides everything
+    del hardexit.HARD_EXIT_TIMEOUT
+    assert hardexit.HARD_EXIT_TIMEOUT == 2.5  # back to the environment's
+
+
+def test_the_environment_is_read_at_import() -> None:
+    script = "import hardexit; print(hardexit.HARD_EXIT_TIMEOUT)"
+    good = testing.run_isolated(script, env={"HARDEXIT_TIMEOUT": "3"})
+    assert (good.exit_code, good.stdout.strip()) == (0, "3.0"), good
+    bad = testing.run_isolated("import hardexit; print('imported')", env={"HARDEXIT_TIMEOUT": "x"})
+    assert bad.exit_code == 0 and bad.stdout.strip() == "imported", bad
+    assert "RuntimeWarning: environment variable HARDEXIT_TIMEOUT='x' is not a number" in bad.stderr
 
 
 @pytest.mark.usefixtures("inert")
@@ -128,9 +150,10 @@ def test_handle_reads_and_moves_its_deadline() -> None:
         guard.deadline = guard.armed_at + 1
         assert hardexit.current_deadline() == guard.armed_at + 1
         assert guard.remaining <= 1
-        with pytest.raises(ValueError, match=r"^deadline must be a finite"):
-            guard.deadline = math.inf
-        with pytest.raises(TypeError, match=r"^deadline must be a finite"):
+        for bad in (math.inf, math.nan, -1.0, 1e19, 2.0**64 + 5, 10**400):
+            with pytest.raises(ValueError, match=r"^deadline must be a time\.monotonic\(\) value"):
+                guard.deadline = bad
+        with pytest.raises(TypeError, match=r"^deadline must be a time\.monotonic\(\) value"):
             guard.deadline = "soon"  # type: ignore[assignment]
         assert guard.deadline == guard.armed_at + 1  # unchanged by bad input
         assert "armed" in repr(guard) and "closing" in repr(guard)
@@ -163,7 +186,35 @@ def test_context_manager_cancels_on_error_too() -> None:
 
 def test_backstop_on_this_machine() -> None:
     assert hardexit.backstop_mechanism() == "timer_create"  # Linux with glibc
-    assert hardexit.prepare() == "timer_create"
+
+
+def test_set_testing_restores_the_previous_mode_as_a_context_manager() -> None:
+    assert not testing.is_testing()
+    with testing.set_testing(True):
+        assert testing.is_testing()
+        with testing.set_testing(False):
+            assert not testing.is_testing()
+        assert testing.is_testing()
+    assert not testing.is_testing()
+
+
+def test_hook_types_exist_at_runtime_and_details_are_immutable() -> None:
+    def hook(details: instrumentation.FireDetails) -> None:
+        pass
+
+    annotated: instrumentation.OnFireHook = hook
+    assert callable(annotated) and instrumentation.OnArmHook is not None
+    details = instrumentation.FireDetails(
+        timeout=1.0, armed_at=10.0, deadline=12.0, fired_at=12.004, exit_code=3, reason="r"
+    )
+    with pytest.raises(AttributeError, match="immutable"):
+        details.exit_code = 4  # type: ignore[misc]
+    assert details.late == pytest.approx(0.004)
+    # The deadline was moved from 11 to 12: the summary says what really happened.
+    assert details.summary() == (
+        "teardown (r) still running 2.004 s after the guard was armed, "
+        "4.0 ms past its deadline; exiting with code 3"
+    )
 
 
 def test_set_testing_takes_a_bool() -> None:

@@ -13,7 +13,7 @@ def test_forked_child_inherits_no_guard_and_arms_its_own() -> None:
         if pid == 0:
             assert hardexit.current_deadline() is None
             assert not inherited.armed and inherited.cancel() is False
-            {WEDGES["native_gil_held"].replace("60", "1")}  # outlives the inherited deadline
+            ctypes.PyDLL(None).sleep(1)  # outlives the inherited deadline
             hardexit.arm_hard_exit(0.3, exit_code=7)
             {WEDGES["native_gil_held"]}
         inherited.cancel()
@@ -29,7 +29,7 @@ def test_fork_while_other_threads_arm_and_cancel() -> None:
     # A child forked while another thread holds hardexit's lock must not deadlock
     # (a child forked while faulthandler's watchdog is armed does).
     result = run(
-        """
+        f"""
         stop = False
         def churn():
             while not stop:
@@ -42,7 +42,7 @@ def test_fork_while_other_threads_arm_and_cancel() -> None:
             pid = os.fork()
             if pid == 0:
                 hardexit.arm_hard_exit(0.2, exit_code=7)
-                ctypes.PyDLL(None).sleep(60)
+                {WEDGES["native_gil_held"]}
             _, status = os.waitpid(pid, 0)
             codes.append(os.waitstatus_to_exitcode(status))
         stop = True
@@ -65,8 +65,10 @@ def test_arm_and_cancel_from_many_threads_at_once() -> None:
             rng = random.Random(seed)
             try:
                 for _ in range(500):
-                    guard = hardexit.arm_hard_exit(rng.choice([0.1, 0.3, 30]), exit_code=1)
-                    guard.deadline += rng.choice([-0.05, 0.0, 0.05])
+                    # Deadlines honest for a loaded machine: a thread may wait
+                    # a second for the GIL between arming and cancelling.
+                    guard = hardexit.arm_hard_exit(rng.choice([2.0, 3.0, 30]), exit_code=1)
+                    guard.deadline += rng.choice([-1.0, 0.0, 1.0])
                     assert guard.cancel()
             except BaseException as exc:
                 errors.append(exc)
@@ -77,6 +79,8 @@ def test_arm_and_cancel_from_many_threads_at_once() -> None:
             t.join()
         assert not errors, errors
         assert hardexit.current_deadline() is None
+        backstop = hardexit._guard._registry.backstop
+        assert backstop._scheduled is None and backstop._armed_exit is None  # cleared
         time.sleep(0.5)  # nothing that was cancelled fires
         # and the guard still works afterwards, armed from another thread
         arm = lambda: hardexit.arm_hard_exit(0.3, exit_code=42)
@@ -85,4 +89,4 @@ def test_arm_and_cancel_from_many_threads_at_once() -> None:
         """
     )
     assert result.exit_code == 42, result
-    assert result.stderr.startswith("hardexit: teardown outlived its 0.300 s deadline")
+    assert result.stderr.startswith("hardexit: teardown still running 0.3")

@@ -1,0 +1,199 @@
+"""The reaper :func:`hardexit.testing.run_isolated` runs its target under.
+
+Usage: ``python -I -S _reaper.py DEADLINE STDOUT_FD STDERR_FD COMMAND...``
+
+Runs COMMAND in a new session, with stdin on /dev/null and stdout and stderr
+on the given fds, until it exits or until DEADLINE (``time.monotonic()``).
+Then it kills the command's process group and every process descended from
+it, reaps them all, and writes one line to its own stdout:
+``EXIT_CODE EXITED_AT TIMED_OUT``.
+
+On Linux it is a child subreaper (``PR_SET_CHILD_SUBREAPER``): a process
+whose parent dies is re-parented to it, whatever session or process group
+it moved to.  So once it has no child left, nothing the command started is
+left either.  Elsewhere only the command's process group is killed.
+
+If the process that started it dies (its stdin, a pipe from that process,
+reaches EOF; on Linux also its parent-death signal, SIGTERM), or on SIGTERM,
+SIGINT or SIGHUP, it stops early and cleans up the same way.  The command
+gets SIGKILL as its parent-death signal, so it cannot outlive a reaper that
+was killed outright.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import sys
+import time
+
+TYPE_CHECKING = False  # importing typing costs milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+# Signals that end the wait: the command's exit (SIGCHLD), or a request to stop.
+WATCHED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def main(argv: list[str]) -> None:
+    deadline, stdout_fd, stderr_fd, command = float(argv[1]), int(argv[2]), int(argv[3]), argv[4:]
+    prctl = _load_prctl()
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+    # Each watched signal writes its number to this pipe, which the waits
+    # below select on: no handler ever raises into the clean-up.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    inherited = {signum: signal.signal(signum, _wake) for signum in WATCHED}
+    target = os.fork()
+    if target == 0:
+        _exec(command, stdout_fd, stderr_fd, inherited, prctl)
+    os.close(stdout_fd)
+    os.close(stderr_fd)
+    exited_at, timed_out = _wait(target, deadline, wake_r)
+    exit_code = _kill_and_reap_all(target, wake_r)
+    try:
+        os.write(1, f"{exit_code} {exited_at!r} {int(timed_out)}\n".encode())
+    except BrokenPipeError:
+        pass  # the caller stopped listening (interrupted)
+
+
+def _wake(signum: int, frame: object) -> None:
+    """A Python-level handler, so that the wakeup fd gets the signal."""
+
+
+def _load_prctl() -> Callable[[int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return lambda option, value: int(prctl(option, value, 0, 0, 0))
+
+
+def _exec(
+    command: list[str],
+    stdout_fd: int,
+    stderr_fd: int,
+    inherited: dict[signal.Signals, Any],
+    prctl: Callable[[int, int], int] | None,
+) -> None:
+    """In the forked child: become COMMAND, as subprocess.Popen would make it."""
+    try:
+        signal.set_wakeup_fd(-1)
+        for signum, handler in inherited.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        # Python ignores these; an ignored signal stays ignored across exec.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        os.setsid()
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.dup2(stdout_fd, 1)
+        os.dup2(stderr_fd, 2)
+        os.close(stdout_fd)
+        os.close(stderr_fd)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.execv(command[0], command)
+    except BaseException as exc:
+        os.write(2, f"run_isolated could not start {command[0]!r}: {exc!r}\n".encode())
+    finally:
+        os._exit(127)
+
+
+def _wait(target: int, deadline: float, wake_r: int) -> tuple[float, bool]:
+    """Wait for *target* to exit; (when it exited or the wait ended, whether it timed out)."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return time.monotonic(), True
+        readable, _, _ = select.select([wake_r, 0], [], [], remaining)
+        now = time.monotonic()
+        if 0 in readable and not os.read(0, 512):
+            return now, True  # the caller is gone or gave up
+        if wake_r in readable:
+            if _drain(wake_r) - {signal.SIGCHLD}:
+                return now, True
+            # Not reaped yet: its process group stays reserved for the kill.
+            if os.waitid(os.P_PID, target, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return now, False
+
+
+def _kill_and_reap_all(target: int, wake_r: int) -> int:
+    """Kill *target*, its process group and all our descendants; its exit code."""
+    try:
+        os.killpg(target, signal.SIGKILL)
+    except OSError:
+        pass
+    _, status = os.waitpid(target, 0)
+    # Whatever the target left behind is now our child (we are a subreaper)
+    # or the child of one of our descendants.
+    while _reap_exited_children():
+        for pid in _descendants(os.getpid()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        select.select([wake_r], [], [], 0.1)  # a SIGCHLD, or look again
+        _drain(wake_r)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _reap_exited_children() -> bool:
+    """Reap every child that has exited; whether any child is left."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        return False
+    return True
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below *root*, from /proc (empty without it)."""
+    children: dict[int, list[int]] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as stat:
+                    ppid = int(stat.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone, or not readable
+            children.setdefault(ppid, []).append(int(name))
+    found: list[int] = []
+    unvisited = [root]
+    while unvisited:
+        below = children.get(unvisited.pop(), [])
+        found += below
+        unvisited += below
+    return found
+
+
+def _drain(fd: int) -> set[int]:
+    """The signal numbers waiting in the wakeup pipe."""
+    signums: set[int] = set()
+    try:
+        while chunk := os.read(fd, 512):
+            signums.update(chunk)
+    except BlockingIOError:
+        pass
+    return signums
+
+
+if __name__ == "__main__":
+    main(sys.argv)
