@@ -108,6 +108,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script: the harness and this repository's hardexit
     sys.path.insert(0, str(REPO_ROOT))
 from tests import livekit_harness as harness  # noqa: E402
+from tests import wedges  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -120,7 +121,6 @@ SAMPLE_INTERVAL = 0.1  # seconds between RSS samples
 FREED_WITHIN = 0.5  # the goal: a wedged child is gone by its deadline + this
 BASELINE_S = 0.5  # the worker idles this long once ready, for a baseline sample
 READY_LIMIT = 60.0  # seconds for the worker to start its forkserver
-WEDGE_SECONDS = 3600  # "forever": a wedged dispose() sleeps this long
 
 # livekit's supervisor kills a child that answered no ping for PING_TIMEOUT s; it pings
 # every PING_INTERVAL s, so it kills a stopped loop PING_TIMEOUT - PING_INTERVAL s or more
@@ -129,18 +129,22 @@ PING_TIMEOUT, PING_INTERVAL = harness.PING_TIMEOUT, harness.PING_INTERVAL
 
 
 class Wedge(NamedTuple):
-    label: str
+    kind: wedges.Wedge  # what dispose() runs
+    label: str  # short, for the summary's table
     gil_held: bool  # the job's event loop stops: livekit's ping timeout kills the child
 
 
-#: What each wedge is, by the name the job child gets.
+#: The wedges of tests/wedges.py that a native dispose() can hit, by their names there.
 WEDGES = {
-    "sleep": Wedge("libc sleep(), GIL released (CDLL)", gil_held=False),
-    "mutex": Wedge("pthread mutex locked twice, GIL released", gil_held=False),
-    "held": Wedge("libc sleep(), GIL held (PyDLL)", gil_held=True),
+    wedge.kind.name: wedge
+    for wedge in (
+        Wedge(wedges.NATIVE_GIL_RELEASED, "libc sleep(), GIL released (CDLL)", gil_held=False),
+        Wedge(wedges.MUTEX_GIL_RELEASED, "pthread mutex locked twice, GIL released", False),
+        Wedge(wedges.NATIVE_GIL_HELD, "libc sleep(), GIL held (PyDLL)", gil_held=True),
+    )
 }
 # Assigned in job order: half GIL held, the GIL-released half alternating.
-WEDGE_CYCLE = ("sleep", "held", "mutex", "held")
+WEDGE_CYCLE = ("native_gil_released", "native_gil_held", "mutex_gil_released", "native_gil_held")
 
 RUNS = (("unguarded", "without hardexit"), ("guarded", "with hardexit"))
 
@@ -256,16 +260,9 @@ async def entrypoint(ctx: JobContext) -> None:
 
 def native_dispose(wedge: str | None) -> None:
     """Release the native resources; for a wedged job, never return."""
-    if wedge == "sleep":
-        ctypes.CDLL(None).sleep(WEDGE_SECONDS)
-    elif wedge == "mutex":
-        libc = ctypes.CDLL(None)
-        mutex = ctypes.create_string_buffer(128)  # >= sizeof(pthread_mutex_t)
-        libc.pthread_mutex_init(mutex, None)
-        libc.pthread_mutex_lock(mutex)
-        libc.pthread_mutex_lock(mutex)  # a default mutex locked twice by its owner
-    elif wedge == "held":
-        ctypes.PyDLL(None).sleep(WEDGE_SECONDS)
+    if wedge is not None:
+        # the statement tests/wedges.py gives, with the helpers it names
+        exec(WEDGES[wedge].kind.code, {"ctypes": ctypes, **vars(wedges)})
 
 
 # --------------------------------------------------------------------------- worker

@@ -51,6 +51,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from . import wedges
+
 if TYPE_CHECKING:
     from livekit.agents import JobContext, JobProcess
     from livekit.agents.job import RunningJobInfo
@@ -230,12 +232,8 @@ class Scenario:
 
 
 def deadlock_in_native_code() -> None:
-    """Lock a default pthread mutex twice from one thread: blocked in libc forever, GIL released."""
-    libc = ctypes.CDLL(None)
-    mutex = ctypes.create_string_buffer(128)  # >= sizeof(pthread_mutex_t)
-    libc.pthread_mutex_init(mutex, None)
-    libc.pthread_mutex_lock(mutex)
-    libc.pthread_mutex_lock(mutex)
+    """The mutex_gil_released wedge: blocked in libc for good, the GIL released."""
+    wedges.deadlock_on_mutex(ctypes.CDLL(None))
 
 
 def emit(path: str, src: str, ev: str, **fields: Any) -> None:

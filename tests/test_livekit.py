@@ -70,15 +70,13 @@ def assert_records_forwarded(run: Run, reason: str, backlog: int) -> None:
     """
     log = run.log()
     assert f"backlog record {backlog} of {backlog}" in log, log
-    record = (
-        f"{run.child_pid} hardexit ERROR: hard exit (livekit job {JOB_ID}: {reason}): "
-        f"teardown outlived its {TIMEOUT:.3f} s deadline"
-    )
+    teardown = f"teardown (livekit job {JOB_ID}: {reason}) still running"
+    record = f"{run.child_pid} hardexit ERROR: hard exit: {teardown}"
     assert record in log, log
     # livekit logs this once the child is gone and its forwarded records are drained
     assert log.index(record) < log.index(f"process exited with non-zero exit code {EXIT_CODE}")
     # and the stack dump, written to the child's fd 2
-    assert f"hardexit: teardown outlived its {TIMEOUT:.3f} s deadline (livekit job" in log
+    assert f"hardexit: {teardown}" in log
 
 
 @guarded_or_not
