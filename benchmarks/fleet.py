@@ -804,7 +804,7 @@ def summary(runs: dict[str, Run], jobs: list[Job], settings: Settings) -> str:
     kinds = (
         "; ".join(
             f"{n} x {label}"
-            for kind, (label, _) in WEDGES.items()
+            for kind, (_, label, _) in WEDGES.items()
             if (n := sum(job.wedge == kind for job in wedged))
         )
         or "none"
