@@ -6,13 +6,16 @@ in a final native ``dispose()`` that never returns.  Each keeps its memory
 (~1.4 GB in the report); they accumulate until the worker's memory cap is
 hit and the kernel OOM-kills live calls.
 
-What it runs: a worker (this file, in its own process group) that drives M
+What it runs: a worker (this file, in its own session) that drives M
 jobs through real livekit-agents job children, at most N calls at a time,
 with livekit's own machinery: ``ProcJobExecutor`` on a ``forkserver`` with
 livekit's preload, as ``AgentServer`` runs job children on Linux, and a
-fabricated ``RunningJobInfo(fake_job=True)``, so no LiveKit server is
-needed.  Each job child allocates and touches a ballast (200 MB by default)
-for the length of its call, then hangs up (``ctx.shutdown()``).  Its
+fabricated ``RunningJobInfo`` whose room never connects, so no LiveKit
+server is needed.  The executor and the job come from the tests' harness
+(``tests/livekit_harness.py``), which fits them to the installed release.
+
+Each job child allocates and touches a ballast (200 MB by default) for
+the length of its call, then hangs up (``ctx.shutdown()``).  Its
 shutdown callback finishes its async work, then awaits
 ``asyncio.to_thread(dispose)``, the usual way to call blocking native code
 from async code.  For a seeded choice of jobs (20 % by default) dispose()
@@ -22,7 +25,8 @@ with the GIL held (``sleep()`` through ``ctypes.PyDLL``).
 
 The same jobs, wedges and timings run twice, each with a fresh worker:
 
-- without hardexit;
+- without hardexit, going on ``--reap-wait`` s (70 by default) after the
+  last wedge, so that livekit's own reaping shows (below);
 - with ``hardexit.livekit.install(ctx, timeout)`` at the top of the
   entrypoint, which arms a hard exit when the job's shutdown begins.
 
@@ -34,11 +38,20 @@ so it sees each exit, and the memory freed with it, within a millisecond.  At th
 SIGKILLs every job child still alive (the wedged ones, without hardexit),
 then the worker's process group, and checks that nothing is left.
 
+livekit-agents' supervisor reaps one kind of wedge by itself, a minute
+later: it kills a child whose event loop stops answering its pings for
+``ping_timeout`` (60 s in the worker's process pool, and here).  A GIL-held
+wedge stops the loop, so livekit kills that child 57.5-60 s after it
+wedges; a GIL-released one leaves the loop answering pings, and livekit
+never reaps it.
+
 The goal, checked and printed as PASS or FAIL:
 
-- without hardexit, every wedged child is still alive at the end, holding
-  its ballast, and the tree's RSS has grown by at least the wedged
-  children's ballast;
+- without hardexit, every wedged child holds its ballast long past its
+  would-be deadline: each GIL-released one is still alive at the end, and
+  each GIL-held one lives until livekit's ping timeout kills it (or the
+  end, if the run is too short for that); the tree's RSS has grown by at
+  least the ballast of the wedged children alive at the end;
 - with hardexit, every wedged child exits, freeing its memory, no later
   than its deadline + 0.5 s, and no job child is alive at the end.
 
@@ -58,17 +71,10 @@ per-process monitors do; a cgroup charges them once.  livekit's preload
 so the summary gives each wedged child's private memory too.  The ballast
 is private, so each wedged child adds it in full either way.
 
-And livekit-agents' supervisor does reap one kind of wedge, a minute
-later: it kills a child whose event loop stops answering pings after
-``ping_timeout`` (60 s in the worker's process pool, and here).  A GIL-held
-wedge stops the loop, so livekit would kill it about 60 s after it wedges,
-past the end of a run; a GIL-released one leaves the loop answering pings,
-and nothing ever reaps it.
-
-Requires Linux, livekit-agents and matplotlib: ``pip install -e '.[livekit,bench]'``.
+Requires Linux, livekit-agents, psutil and matplotlib: ``pip install -e '.[test]'``.
 Run from anywhere::
 
-    python benchmarks/fleet.py                  # 30 jobs of 200 MB, about 75 s on 2 cores
+    python benchmarks/fleet.py                  # 30 jobs of 200 MB, about 2.5 min on 2 cores
     python benchmarks/fleet.py --quick          # 8 jobs of 50 MB, about 20-25 s
     python benchmarks/fleet.py --jobs 60 --procs 6 --ballast-mb 400 --timeout 5
 """
@@ -96,35 +102,49 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import psutil
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run as a script: the harness and this repository's hardexit
+    sys.path.insert(0, str(REPO_ROOT))
+from tests import livekit_harness as harness  # noqa: E402
+from tests import wedges  # noqa: E402
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from livekit.agents import JobContext, JobProcess
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 
 SAMPLE_INTERVAL = 0.1  # seconds between RSS samples
 FREED_WITHIN = 0.5  # the goal: a wedged child is gone by its deadline + this
 BASELINE_S = 0.5  # the worker idles this long once ready, for a baseline sample
 READY_LIMIT = 60.0  # seconds for the worker to start its forkserver
-WEDGE_SECONDS = 3600  # "forever": a wedged dispose() sleeps this long
 
-# livekit-agents' process pool (proc_pool.py) and worker defaults
-PING_INTERVAL = 2.5
-PING_TIMEOUT = 60.0
-CLOSE_TIMEOUT = 10.0
-INITIALIZE_TIMEOUT = 10.0
-LIVEKIT_PRELOAD = ["livekit.agents.ipc._preload", "livekit.agents.ipc._preload_freeze"]
+# livekit's supervisor kills a child that answered no ping for PING_TIMEOUT s; it pings
+# every PING_INTERVAL s, so it kills a stopped loop PING_TIMEOUT - PING_INTERVAL s or more
+# after the loop stopped.
+PING_TIMEOUT, PING_INTERVAL = harness.PING_TIMEOUT, harness.PING_INTERVAL
 
-#: What each wedge is, by the name the job child gets.
+
+class Wedge(NamedTuple):
+    kind: wedges.Wedge  # what dispose() runs
+    label: str  # short, for the summary's table
+    gil_held: bool  # the job's event loop stops: livekit's ping timeout kills the child
+
+
+#: The wedges of tests/wedges.py that a native dispose() can hit, by their names there.
 WEDGES = {
-    "sleep": "libc sleep(), GIL released (CDLL)",
-    "mutex": "pthread mutex locked twice, GIL released",
-    "held": "libc sleep(), GIL held (PyDLL)",
+    wedge.kind.name: wedge
+    for wedge in (
+        Wedge(wedges.NATIVE_GIL_RELEASED, "libc sleep(), GIL released (CDLL)", gil_held=False),
+        Wedge(wedges.MUTEX_GIL_RELEASED, "pthread mutex locked twice, GIL released", False),
+        Wedge(wedges.NATIVE_GIL_HELD, "libc sleep(), GIL held (PyDLL)", gil_held=True),
+    )
 }
 # Assigned in job order: half GIL held, the GIL-released half alternating.
-WEDGE_CYCLE = ("sleep", "held", "mutex", "held")
+WEDGE_CYCLE = ("native_gil_released", "native_gil_held", "mutex_gil_released", "native_gil_held")
 
 RUNS = (("unguarded", "without hardexit"), ("guarded", "with hardexit"))
 
@@ -145,6 +165,7 @@ class Settings:
     timeout: float
     call_s: tuple[float, float]
     settle: float  # seconds a run goes on after the last wedged child's deadline
+    reap_wait: float  # seconds the run without hardexit goes on after the last wedge
     seed: int
     out: Path
     progress: bool
@@ -239,16 +260,9 @@ async def entrypoint(ctx: JobContext) -> None:
 
 def native_dispose(wedge: str | None) -> None:
     """Release the native resources; for a wedged job, never return."""
-    if wedge == "sleep":
-        ctypes.CDLL(None).sleep(WEDGE_SECONDS)
-    elif wedge == "mutex":
-        libc = ctypes.CDLL(None)
-        mutex = ctypes.create_string_buffer(128)  # >= sizeof(pthread_mutex_t)
-        libc.pthread_mutex_init(mutex, None)
-        libc.pthread_mutex_lock(mutex)
-        libc.pthread_mutex_lock(mutex)  # a default mutex locked twice by its owner
-    elif wedge == "held":
-        ctypes.PyDLL(None).sleep(WEDGE_SECONDS)
+    if wedge is not None:
+        # the statement tests/wedges.py gives, with the helpers it names
+        exec(WEDGES[wedge].kind.code, {"ctypes": ctypes, **vars(wedges)})
 
 
 # --------------------------------------------------------------------------- worker
@@ -269,15 +283,13 @@ def worker_main(config_path: str) -> None:
 
 
 async def run_worker(config: dict[str, Any]) -> None:
-    import multiprocessing
     from multiprocessing import forkserver
 
     events: str = config["events"]
-    mp_ctx = multiprocessing.get_context("forkserver")
-    mp_ctx.set_forkserver_preload(LIVEKIT_PRELOAD)  # what AgentServer does (worker.py)
     started = time.monotonic()
-    forkserver.ensure_running()  # it imports the preload while we import livekit
+    mp_ctx = harness.start_forkserver()  # as AgentServer does (worker.py)
 
+    # Meanwhile, the forkserver imports its preload.
     from livekit.agents.ipc.job_proc_executor import ProcJobExecutor
 
     # A first child waits for the forkserver's preload.
@@ -292,7 +304,6 @@ async def run_worker(config: dict[str, Any]) -> None:
     )
     await asyncio.sleep(BASELINE_S)
 
-    loop = asyncio.get_running_loop()
     slots = asyncio.Semaphore(config["procs"])
     reapers: set[asyncio.Task[None]] = set()
 
@@ -302,24 +313,7 @@ async def run_worker(config: dict[str, Any]) -> None:
 
     async def call(job: dict[str, Any]) -> None:
         async with slots:
-            executor = ProcJobExecutor(
-                initialize_process_fnc=prewarm,
-                job_entrypoint_fnc=entrypoint,
-                session_end_fnc=None,
-                simulation_end_fnc=None,
-                inference_executor=None,
-                initialize_timeout=INITIALIZE_TIMEOUT,
-                close_timeout=CLOSE_TIMEOUT,
-                session_end_timeout=300.0,
-                memory_warn_mb=0,
-                memory_limit_mb=0,  # the worker's default: no limit
-                ping_interval=PING_INTERVAL,
-                ping_timeout=PING_TIMEOUT,
-                high_ping_threshold=0.5,
-                http_proxy=None,
-                mp_ctx=mp_ctx,
-                loop=loop,
-            )
+            executor = harness.job_executor(entrypoint=entrypoint, prewarm=prewarm, mp_ctx=mp_ctx)
             executor.user_arguments = {
                 "events": events,
                 "job": job["index"],
@@ -331,7 +325,9 @@ async def run_worker(config: dict[str, Any]) -> None:
             began = time.monotonic()
             await executor.start()
             await executor.initialize()
-            await executor.launch_job(running_job_info(job["index"]))
+            index = job["index"]
+            info = harness.running_job_info(f"AJ_fleet_{index}", f"call-{index}")
+            await executor.launch_job(info)
             emit(
                 events,
                 "launched",
@@ -350,26 +346,6 @@ async def run_worker(config: dict[str, Any]) -> None:
     await asyncio.Event().wait()  # until the benchmark kills the process group
 
 
-def running_job_info(index: int) -> Any:
-    """A fake job: livekit gives the child a mock room and contacts nothing."""
-    from livekit.agents.job import JobAcceptArguments, RunningJobInfo
-    from livekit.protocol import agent, models
-
-    return RunningJobInfo(
-        accept_arguments=JobAcceptArguments(name="", identity=f"agent-{index}", metadata=""),
-        job=agent.Job(
-            id=f"AJ_fleet_{index}",
-            type=agent.JobType.JT_ROOM,
-            room=models.Room(sid=f"RM_fleet_{index}", name=f"call-{index}"),
-            agent_name="",
-        ),
-        url="ws://127.0.0.1:1",  # never contacted: the job does not connect
-        token="",
-        worker_id="W_fleet",
-        fake_job=True,
-    )
-
-
 # --------------------------------------------------------------------------- sampling
 
 
@@ -380,61 +356,40 @@ class Snapshot:
     job_children: set[int]  # live (not zombie) children of the forkserver
 
 
-def read_proc_table() -> dict[int, tuple[str, int, int]]:
-    """pid -> (state, ppid, pgrp) for every process."""
-    table = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        table[int(name)] = (fields[0].decode(), int(fields[1]), int(fields[2]))
-    return table
-
-
-def vm_rss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0  # gone, or a zombie
-
-
 def snapshot(root: int, forkserver: int | None) -> Snapshot:
-    table = read_proc_table()
-    children: dict[int, list[int]] = {}
-    for pid, (_, ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, ()))
-    rss = {pid: vm_rss_kb(pid) for pid in tree}
-    jobs = {
-        pid for pid in tree if pid in table and table[pid][1] == forkserver and table[pid][0] != "Z"
-    }
+    try:
+        tree = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    rss: dict[int, int] = {}
+    jobs = set()
+    for proc in tree:
+        try:
+            with proc.oneshot():
+                rss[proc.pid] = proc.memory_info().rss // 1024
+                if proc.ppid() == forkserver and proc.status() != psutil.STATUS_ZOMBIE:
+                    jobs.add(proc.pid)
+        except psutil.Error:
+            rss[proc.pid] = 0  # gone since
     return Snapshot(sum(rss.values()), rss, jobs)
 
 
 def private_mb(pid: int) -> float | None:
     """Memory that only *pid* maps: what its exit gives back to the system."""
-    private = 0
     try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-            for line in f:
-                if line.startswith((b"Private_Clean:", b"Private_Dirty:")):
-                    private += int(line.split()[1])
-    except OSError:
+        return psutil.Process(pid).memory_full_info().uss / (1 << 20)
+    except psutil.Error:
         return None
-    return private / 1024
+
+
+def process_group(pgid: int) -> list[int]:
+    """The pids of every process in process group *pgid*."""
+    members = []
+    for pid in psutil.pids():
+        with contextlib.suppress(OSError):
+            if os.getpgid(pid) == pgid:
+                members.append(pid)
+    return members
 
 
 class ExitWatch:
@@ -488,8 +443,20 @@ class Wedged:
     wedged_at: float | None = None  # dispose() entered
     deadline: float | None = None  # the armed guard's, in the guarded run
     exited_at: float | None = None  # exit seen (pidfd)
+    exitcode: int | None = None  # as the worker's executor reported it
     held_mb: float = 0.0  # its VmRSS, last sampled alive
     private_mb: float | None = None  # the part no other process maps, read once wedged
+
+    @property
+    def gil_held(self) -> bool:
+        return WEDGES[self.wedge].gil_held
+
+    @property
+    def lived_s(self) -> float | None:
+        """From the wedge to the exit; None while alive."""
+        if self.exited_at is None or self.wedged_at is None:
+            return None
+        return self.exited_at - self.wedged_at
 
 
 @dataclasses.dataclass
@@ -567,7 +534,7 @@ def run_fleet(
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=os.setpgrp,  # its own group: the forkserver and job children join it
+            start_new_session=True,  # its own group: the forkserver and job children join it
         )
     watch = ExitWatch()
     try:
@@ -607,7 +574,12 @@ def _sample_run(
                 run.t0, run.forkserver_start_s = t, ev["forkserver_start_s"]
                 next_sample = time.monotonic()
                 # the calls, then the longest teardown, with room to spare
-                limit = (time.monotonic() - started) + 60.0 + 3 * sum(j.call_s for j in jobs)
+                limit = (
+                    (time.monotonic() - started)
+                    + 60.0
+                    + 3 * sum(j.call_s for j in jobs)
+                    + (0.0 if run.guarded else settings.reap_wait)
+                )
             elif kind in ("launched", "call_started"):
                 pid = ev["child"] if kind == "launched" else ev["pid"]
                 pids[pid] = job
@@ -658,7 +630,8 @@ def _sample_run(
 
         # The run ends settle s after the last wedged child's deadline (with
         # hardexit) or would-be deadline (without), once every job hung up and
-        # every child that was not wedged has exited.
+        # every child that was not wedged has exited; without hardexit, not
+        # before reap_wait s after the last wedge, for livekit's ping timeout.
         if calls_done and len(disposing) == len(jobs) and last is not None:
             unexited = [
                 job
@@ -669,7 +642,11 @@ def _sample_run(
                 (hung_up[job] + settings.timeout for job in run.wedged),
                 default=max(hung_up.values()),
             )
-            if not unexited and now >= last_deadline + settings.settle:
+            end = last_deadline + settings.settle
+            if not run.guarded:
+                wedges = [w.wedged_at for w in run.wedged.values() if w.wedged_at is not None]
+                end = max([end, *(t + settings.reap_wait for t in wedges)])
+            if not unexited and now >= end:
                 alive = last.job_children - set(watch.exited)
                 run.alive_at_end = sorted(pids.get(pid, -1) for pid in alive)
                 break
@@ -682,6 +659,7 @@ def _sample_run(
     for w in run.wedged.values():
         if w.pid is not None and w.pid in watch.exited:
             w.exited_at = watch.exited[w.pid]
+            w.exitcode = run.exitcodes.get(w.job)
     for pid, t in watch.exited.items():
         code = run.exitcodes.get(pids.get(pid, -1))
         detail = "" if code is None else f"exit code {code}"
@@ -702,7 +680,7 @@ def _end_run(run: Run, worker: subprocess.Popen[bytes]) -> None:
     # Orphans are reaped by init; wait until none of the group is left.
     deadline = time.monotonic() + 5.0
     while True:
-        left = [pid for pid, (_, _, pgrp) in read_proc_table().items() if pgrp == worker.pid]
+        left = process_group(worker.pid)
         if not left or time.monotonic() > deadline:
             run.left_behind = len(left)
             return
@@ -756,19 +734,16 @@ def goal(runs: dict[str, Run], settings: Settings) -> list[str]:
     wedged = len(bare.wedged)
     if not wedged:
         missed.append("no job wedged: raise --jobs or --wedge-fraction")
-    if len(bare.wedged_alive_at_end) < wedged:
-        missed.append(
-            f"without hardexit only {len(bare.wedged_alive_at_end)}/{wedged} wedged children "
-            "were alive at the end"
-        )
+    missed += _unguarded_fates(bare)
     thin = [w.job for w in bare.wedged.values() if w.held_mb < settings.ballast_mb]
     if thin:
         missed.append(f"without hardexit wedged jobs {thin} did not hold their ballast")
     growth = bare.final_rss_mb - bare.ready_rss_mb
-    if growth < wedged * settings.ballast_mb:
+    alive = len(bare.wedged_alive_at_end)
+    if growth < alive * settings.ballast_mb:
         missed.append(
-            f"without hardexit RSS grew by {growth:.0f} MB, less than the wedged children's "
-            f"ballast ({wedged} x {settings.ballast_mb} MB)"
+            f"without hardexit RSS grew by {growth:.0f} MB, less than the ballast of the wedged "
+            f"children alive at the end ({alive} x {settings.ballast_mb} MB)"
         )
     late = [d for d in guarded.after_deadline() if d > FREED_WITHIN]
     if late:
@@ -787,13 +762,49 @@ def goal(runs: dict[str, Run], settings: Settings) -> list[str]:
     return missed
 
 
+def _unguarded_fates(bare: Run) -> list[str]:
+    """Without hardexit, did each wedged child meet the fate its kind predicts?"""
+    missed = []
+    end = bare.samples[-1].t
+    for w in bare.wedged.values():
+        if w.wedged_at is None:
+            continue
+        what = f"without hardexit job {w.job} ({WEDGES[w.wedge].label})"
+        lived = w.lived_s
+        if not w.gil_held and lived is not None:
+            missed.append(f"{what} exited {lived:.1f} s after it wedged")
+        elif lived is not None and lived < PING_TIMEOUT - PING_INTERVAL - 1.0:
+            missed.append(f"{what} exited {lived:.1f} s after it wedged: before livekit's ping")
+        elif w.gil_held and lived is None and end - w.wedged_at > PING_TIMEOUT + 5.0:
+            missed.append(
+                f"{what} was alive {end - w.wedged_at:.0f} s after it wedged: livekit's "
+                f"{PING_TIMEOUT:g} s ping timeout did not kill it"
+            )
+    return missed
+
+
+def fate(w: Wedged) -> str:
+    """What became of a wedged child without hardexit."""
+    if w.lived_s is None:
+        if not w.gil_held:
+            return "alive at the end: livekit never reaps it (its event loop answers pings)"
+        return "alive at the end: the run ended before livekit's ping timeout"
+    code = w.exitcode
+    # livekit sends SIGUSR1 (a stack-dump request, fatal where no handler is set), then SIGKILL
+    if code is not None and code < 0:
+        how = f"killed ({signal.Signals(-code).name})"
+    else:
+        how = f"exit {code}"
+    return f"{how} by livekit's ping timeout {w.lived_s:.1f} s after it wedged"
+
+
 def summary(runs: dict[str, Run], jobs: list[Job], settings: Settings) -> str:
     bare, guarded = runs["unguarded"], runs["guarded"]
     wedged = [job for job in jobs if job.wedge]
     kinds = (
         "; ".join(
             f"{n} x {label}"
-            for kind, label in WEDGES.items()
+            for kind, (_, label, _) in WEDGES.items()
             if (n := sum(job.wedge == kind for job in wedged))
         )
         or "none"
@@ -820,15 +831,21 @@ def summary(runs: dict[str, Run], jobs: list[Job], settings: Settings) -> str:
             f"{run.final_rss_mb - run.ready_rss_mb:>+7,.0f} MB{len(run.alive_at_end):>6} children"
             f"{run.duration_s:>7.1f} s"
         )
-    held = sum(w.held_mb for w in bare.wedged.values())
-    private = sum(w.private_mb or 0.0 for w in bare.wedged.values())
+    alive = [bare.wedged[job] for job in bare.wedged_alive_at_end]
+    held = sum(w.held_mb for w in alive)
+    private = sum(w.private_mb or 0.0 for w in alive)
     lines += [
         "(RSS: VmRSS summed over the worker's process tree, so pages a child shares with the",
         " forkserver count once per child; growth: final RSS minus RSS before the first job)",
         "",
-        f"without hardexit: {len(bare.wedged_alive_at_end)}/{len(wedged)} wedged children alive "
-        f"at the end, holding {held:,.0f} MB VmRSS ({private:,.0f} MB private); SIGKILLed "
-        "after sampling",
+        f"without hardexit, each wedged child (the run went on {settings.reap_wait:g} s after "
+        "the last wedge):",
+    ]
+    for w in bare.wedged.values():
+        lines.append(f"  job {w.job:>3}  {WEDGES[w.wedge].label:<41}  {fate(w)}")
+    lines += [
+        f"  {len(alive)}/{len(wedged)} alive at the end, holding {held:,.0f} MB VmRSS "
+        f"({private:,.0f} MB private); SIGKILLed after sampling",
         "with hardexit: each wedged child's exit (its memory freed), from its deadline:",
     ]
     for w in guarded.wedged.values():
@@ -838,7 +855,7 @@ def summary(runs: dict[str, Run], jobs: list[Job], settings: Settings) -> str:
             else "never"
         )
         lines.append(
-            f"  job {w.job:>3}  {WEDGES[w.wedge]:<41}{freed:>9}   freed {w.held_mb:,.0f} MB "
+            f"  job {w.job:>3}  {WEDGES[w.wedge].label:<41}{freed:>9}   freed {w.held_mb:,.0f} MB "
             f"VmRSS ({w.private_mb or 0.0:,.0f} MB private)"
         )
     if guarded.wedged:
@@ -891,6 +908,11 @@ def write_json(path: Path, runs: dict[str, Run], missed: list[str]) -> None:
             "children_alive_at_end": len(run.alive_at_end),
             "wedged": len(run.wedged),
             "wedged_alive_at_end": len(run.wedged_alive_at_end),
+            # per wedged child, from its wedge to its exit (None: alive at the end)
+            "wedged_lived_s": {
+                f"job {w.job} ({w.wedge})": None if w.lived_s is None else round(w.lived_s, 2)
+                for w in run.wedged.values()
+            },
             "after_deadline_s": [
                 None if d == float("inf") else round(d, 4) for d in run.after_deadline()
             ]
@@ -925,6 +947,8 @@ def plot(path: Path, runs: dict[str, Run], jobs: list[Job], settings: Settings) 
         for w in run.wedged.values():
             if w.wedged_at is not None:
                 middle.plot(w.wedged_at - run.t0, 0, "^", color=color, ms=8, mec="black", mew=0.6)
+            if not run.guarded and w.exited_at is not None:  # livekit's ping timeout
+                middle.plot(w.exited_at - run.t0, 0, "X", color=color, ms=9, mec="black", mew=0.6)
             if run.guarded and w.deadline is not None:
                 for ax in (top, middle, bottom):
                     ax.axvline(w.deadline - run.t0, color=color, ls=":", lw=1.2)
@@ -939,9 +963,17 @@ def plot(path: Path, runs: dict[str, Run], jobs: list[Job], settings: Settings) 
         )
         top.annotate(f"{end.rss_mb:,.0f} MB", (times[-1], end.rss_mb), **label_style)
         if not run.guarded:
+            never = sum(not run.wedged[job].gil_held for job in run.wedged_alive_at_end)
+            others = len(run.wedged_alive_at_end) - never
+            children = "child" if never == 1 else "children"
             middle.annotate(
-                f"{len(run.wedged_alive_at_end)} wedged children still alive, "
-                f"{end.wedged_mb:,.0f} MB",
+                f"{never} GIL-released wedged {children} still alive, {end.wedged_mb:,.0f} MB:\n"
+                "livekit never reaps these: their event loops answer its pings"
+                + (
+                    f"\n(and {others} GIL-held, the run too short for the ping timeout)"
+                    if others
+                    else ""
+                ),
                 (times[-1], end.wedged_mb),
                 **label_style,
             )
@@ -956,7 +988,9 @@ def plot(path: Path, runs: dict[str, Run], jobs: list[Job], settings: Settings) 
     top.set_title(
         f"{settings.ballast_mb} MB ballast per child, at most {settings.procs} calls at a time. "
         f"With hardexit: install(ctx, {settings.timeout:g} s) in the entrypoint; "
-        "each wedged child's deadline dotted",
+        "each wedged child's deadline dotted.\n"
+        f"Without: the run goes on {settings.reap_wait:g} s after the last wedge; livekit kills "
+        f"a child whose event loop stops answering its pings for {PING_TIMEOUT:g} s (GIL held)",
         fontsize=9.5,
     )
     top.set_ylabel("RSS of the worker's process tree\n(MB, sum of VmRSS)")
@@ -988,6 +1022,15 @@ def plot(path: Path, runs: dict[str, Run], jobs: list[Job], settings: Settings) 
     middle.legend(
         handles=[
             Line2D([], [], color="gray", marker="^", ls="", mec="black", label="a child wedges"),
+            Line2D(
+                [],
+                [],
+                color=colors["unguarded"],
+                marker="X",
+                ls="",
+                mec="black",
+                label="livekit's ping timeout kills a GIL-held wedged child",
+            ),
         ],
         loc="upper left",
         fontsize=9,
@@ -1010,6 +1053,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, str | None]:
     parser.add_argument("--ballast-mb", type=int, help="per job child (default 200; --quick 50)")
     parser.add_argument("--wedge-fraction", type=float, default=0.2, help="default 0.2")
     parser.add_argument("--timeout", type=float, help="install() budget (default 3 s; --quick 1 s)")
+    parser.add_argument(
+        "--reap-wait",
+        type=float,
+        help="how long the run without hardexit goes on after the last wedge, for livekit's "
+        f"{PING_TIMEOUT:g} s ping timeout to reap what it can (default {PING_TIMEOUT + 10:g} s; "
+        "--quick 1 s)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="which jobs wedge, call lengths")
     parser.add_argument("--quick", action="store_true", help="a small fleet, about 20 s")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
@@ -1026,6 +1076,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, str | None]:
         timeout=args.timeout if args.timeout is not None else 1.0 if quick else 3.0,
         call_s=(0.3, 0.6) if quick else (2.0, 4.0),
         settle=1.0 if quick else 2.0,
+        reap_wait=args.reap_wait
+        if args.reap_wait is not None
+        else 1.0
+        if quick
+        else PING_TIMEOUT + 10.0,
         seed=args.seed,
         out=args.out,
         progress=sys.stderr.isatty() and not args.no_progress,
@@ -1036,6 +1091,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, str | None]:
         parser.error("--wedge-fraction must be within 0..1")
     if not settings.timeout > 0:
         parser.error("--timeout must be > 0")
+    if not settings.reap_wait >= 0:
+        parser.error("--reap-wait must be >= 0")
     return settings, args.worker
 
 
@@ -1099,9 +1156,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(worker logs kept in {workdir})")
     else:
         print(
-            "PASS: without hardexit every wedged child stayed alive holding its memory; with "
-            f"hardexit every one was freed by its deadline + {FREED_WITHIN} s and no child "
-            "was left"
+            "PASS: without hardexit every wedged child held its memory long past its deadline "
+            "(the GIL-released ones to the end, the GIL-held ones until livekit's ping timeout "
+            f"or the end); with hardexit every one was freed by its deadline + {FREED_WITHIN} s "
+            "and no child was left"
         )
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"wrote {settings.out / 'fleet.csv'}, fleet.png, fleet.json")

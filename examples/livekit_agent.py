@@ -10,6 +10,11 @@ or ``lk agent dev``, or livekit's older built-in CLI, deprecated in 1.8::
 
     python examples/livekit_agent.py dev
 
+``AgentServer`` is the API of livekit-agents 1.3 and later; on 1.0 to 1.2,
+drop ``server`` and the decorator and run
+``cli.run_app(WorkerOptions(entrypoint_fnc=entrypoint))``.  ``install(ctx)``
+is the same on every release.
+
 Each job runs in its own child process.  ``install(ctx)`` at the top of the
 entrypoint makes that child exit within 10 s of its shutdown beginning,
 whichever way it begins (the room closes, the worker drains, the job calls

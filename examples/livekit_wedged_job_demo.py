@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import importlib.util
+import inspect
 import logging
 import multiprocessing
 import os
@@ -30,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import TypeVar
 
 from livekit.agents import JobContext, JobProcess
 from livekit.agents.ipc.job_proc_executor import ProcJobExecutor
@@ -41,6 +44,13 @@ from hardexit.livekit import install
 
 TIMEOUT = 2.0
 EXIT_CODE = 1
+T = TypeVar("T")
+
+
+def taking_what_it_takes(cls: type[T], **options: object) -> T:
+    """*cls* built from the *options* its signature has: they vary across livekit-agents 1.x."""
+    names = inspect.signature(cls).parameters
+    return cls(**{name: value for name, value in options.items() if name in names})
 
 
 def say(t0: float, who: str, text: str) -> None:
@@ -85,10 +95,11 @@ async def entrypoint(ctx: JobContext) -> None:
 
 async def work(t0: float) -> int:
     mp_ctx = multiprocessing.get_context("forkserver")
-    mp_ctx.set_forkserver_preload(
-        ["livekit.agents.ipc._preload", "livekit.agents.ipc._preload_freeze"]
-    )
-    executor = ProcJobExecutor(
+    # What AgentServer preloads (from 1.8; with no plugin registered)
+    preload = ["livekit.agents.ipc._preload", "livekit.agents.ipc._preload_freeze"]
+    mp_ctx.set_forkserver_preload([m for m in preload if importlib.util.find_spec(m)])
+    executor = taking_what_it_takes(
+        ProcJobExecutor,
         initialize_process_fnc=prewarm,
         job_entrypoint_fnc=entrypoint,
         session_end_fnc=None,
@@ -112,7 +123,8 @@ async def work(t0: float) -> int:
     await executor.initialize()
     say(t0, "worker", "launching a fake job")
     await executor.launch_job(
-        RunningJobInfo(
+        taking_what_it_takes(
+            RunningJobInfo,
             accept_arguments=JobAcceptArguments(name="", identity="demo-agent", metadata=""),
             job=agent.Job(
                 id="AJ_demo",
@@ -122,7 +134,7 @@ async def work(t0: float) -> int:
             url="ws://127.0.0.1:1",  # never contacted: the job does not connect
             token="",
             worker_id="W_demo",
-            fake_job=True,
+            fake_job=True,  # a mock room (from 1.3.1; before, a real one never connected)
         )
     )
     await executor.join()

@@ -16,12 +16,15 @@ included, the child is gone within the budget too.  Under the THREAD
 executor nothing is armed: the job shares the worker's process.
 
 Why not arm from a shutdown callback: livekit runs those last, after the
-entrypoint wind-down, ``on_session_end``, the session-report upload and
-``room.disconnect()``, none of which has a timeout of its own.  So this
-module watches the future that livekit resolves when shutdown begins
-(``_JobProc._shutdown_fut``, private but unchanged from livekit-agents 0.12
-to 1.8).  If a release renames it, install() says so in one WARNING and
-falls back to a shutdown callback.
+entrypoint wind-down, ``AgentSession.aclose()``, ``on_session_end``, the
+session-report upload and ``room.disconnect()``.  The newest releases bound
+some of these (the wind-down 15 s, ``aclose()`` 60 s, ``on_session_end``
+300 s by default), none by less than their sum, and the upload and
+``room.disconnect()`` not at all.  So this module watches the future that
+livekit resolves when shutdown begins (``_JobProc._shutdown_fut``, private
+but present from livekit-agents 0.12 to 1.8).  If a release renames it,
+install() says so in one WARNING and falls back to a shutdown callback.
+docs/livekit.md compares, path by path, what livekit bounds by itself.
 
 Requires the ``livekit`` extra: ``pip install 'hardexit[livekit]'``.
 """
@@ -34,6 +37,7 @@ import threading
 from collections.abc import Callable
 
 from livekit.agents import JobContext, JobExecutorType
+from livekit.agents.ipc.log_queue import LogQueueHandler
 
 from . import _config, _guard, _parent_death, instrumentation
 
@@ -47,6 +51,7 @@ logger = logging.getLogger("hardexit.livekit")
 _LOG_DRAIN_TIMEOUT = 1.0
 
 _installed_jobs: set[str] = set()
+_warned: set[str] = set()  # what this process has already warned about
 
 
 def install(ctx: JobContext, timeout: float | None = None, *, exit_code: int = 0) -> None:
@@ -81,14 +86,21 @@ def install(ctx: JobContext, timeout: float | None = None, *, exit_code: int = 0
     if shutdown_began is not None:
         _add_done_callback_first(shutdown_began, arming.on_shutdown_began)
     else:
-        logger.warning(
+        _warn_once(
             "hardexit.livekit.install(): this livekit-agents release has no "
             "_JobProc._shutdown_fut; arming from a shutdown callback instead, which "
             "livekit runs only after on_session_end, the report upload and "
             "room.disconnect(), so a hang in those is not bounded"
         )
         ctx.add_shutdown_callback(arming.on_shutdown_callback)
+    _watch_entrypoint(arming)
     _watch_worker(arming)
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message)
 
 
 class _Arming:
@@ -120,6 +132,10 @@ class _Arming:
 
     async def on_shutdown_callback(self, reason: str) -> None:
         self.arm(f"shutdown: {reason}")
+
+    def on_entrypoint_done(self, task: asyncio.Task[object]) -> None:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self.arm(f"job crashed: the entrypoint raised {type(error).__name__}")
 
 
 def _find_shutdown_future(ctx: JobContext) -> asyncio.Future[object] | None:
@@ -161,6 +177,22 @@ def _add_done_callback_first(
         future.add_done_callback(other, context=context)
 
 
+def _watch_entrypoint(arming: _Arming) -> None:
+    """Arm when the entrypoint raises.
+
+    From livekit-agents 1.4.2 a crash begins the job's shutdown, which arms
+    anyway; before, nothing ends the job, and the child lingers until its
+    room closes.  install() runs in the entrypoint's task, named alike on
+    every release; from anywhere else there is no entrypoint to watch.
+    """
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop
+        return
+    if task is not None and task.get_name() == "job_user_entrypoint":
+        task.add_done_callback(arming.on_entrypoint_done)
+
+
 def _watch_worker(arming: _Arming) -> None:
     """Arm when the worker process dies, SIGKILL included.
 
@@ -189,9 +221,18 @@ def _drain_log_forwarder(details: instrumentation.FireDetails) -> None:
     end marker behind them; the thread ends when it has sent everything before
     it.  Without this, ``os._exit`` drops whatever is still queued.
     """
-    from livekit.agents.ipc.log_queue import LogQueueHandler
-
     for handler in logging.getLogger().handlers:
         if isinstance(handler, LogQueueHandler):
             handler.close()
-            handler.thread.join(_LOG_DRAIN_TIMEOUT)
+            forwarder = _forwarder_thread(handler)
+            if forwarder is not None:
+                forwarder.join(_LOG_DRAIN_TIMEOUT)
+
+
+def _forwarder_thread(handler: LogQueueHandler) -> threading.Thread | None:
+    # Public as ``thread`` from livekit-agents 1.3.1; ``_send_thread`` on every 1.x.
+    for name in ("thread", "_send_thread"):
+        thread = getattr(handler, name, None)
+        if isinstance(thread, threading.Thread):
+            return thread
+    return None

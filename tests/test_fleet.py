@@ -10,13 +10,15 @@ outlives it.  The tight bound (each wedged child gone by its deadline +
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 pytest.importorskip("livekit.agents")
@@ -28,35 +30,28 @@ FLEET = Path(__file__).resolve().parent.parent / "benchmarks" / "fleet.py"
 pytestmark = pytest.mark.timeout(180)
 
 
-def session_members(sid: int) -> list[int]:
-    """The pids of every process in session *sid*."""
-    members = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # after "pid (comm) ": state, ppid, pgrp, session
-        if int(stat[stat.rfind(b")") + 2 :].split()[3]) == sid:
-            members.append(int(name))
-    return members
+# Every process the benchmark starts inherits this variable, whatever session or
+# process group it runs in, and keeps it when it is orphaned.
+MARK = "HARDEXIT_TEST_FLEET_RUN"
 
 
-def kill_session(sid: int) -> None:
-    """SIGKILL the benchmark's session: its workers run in process groups of their own."""
-    for pid in session_members(sid):
+def marked(token: str) -> list[psutil.Process]:
+    """Every live process whose environment carries MARK=*token*."""
+    found = []
+    for proc in psutil.process_iter():
         try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
+            if proc.environ().get(MARK) == token and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
             pass
+    return found
 
 
 def test_quick_fleet(tmp_path: Path) -> None:
+    token = uuid.uuid4().hex
     proc = subprocess.Popen(
         [sys.executable, str(FLEET), "--quick", "--no-progress", "--out", str(tmp_path)],
+        env={**os.environ, MARK: token},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -65,9 +60,11 @@ def test_quick_fleet(tmp_path: Path) -> None:
     )
     try:
         stdout, stderr = proc.communicate(timeout=150)
-        left_over = [pid for pid in session_members(proc.pid) if pid != proc.pid]
+        left_over = [p.pid for p in marked(token) if p.pid != proc.pid]
     finally:
-        kill_session(proc.pid)
+        for p in marked(token):
+            with contextlib.suppress(psutil.Error):
+                p.kill()
         proc.kill()
         proc.wait()
     print(stdout)
