@@ -244,6 +244,15 @@ def test_without_the_option_the_plugin_is_inert(start_session: StartSession, wed
     assert "hardexit" not in session.output
 
 
+def test_the_budget_starts_at_the_verdict(start_session: StartSession) -> None:
+    # A session longer than its budget: the guard is armed at the end, not at the start.
+    files = {
+        "test_wedge.py": LEFTOVER_THREAD
+        + f"\nimport time\n\ndef test_slow():\n    time.sleep({BUDGET + 1})\n"
+    }
+    assert_exits_within_budget(start_session(files, f"--hardexit-timeout={BUDGET}"), 0)
+
+
 def test_the_ini_option_is_used_without_the_command_line(start_session: StartSession) -> None:
     session = start_session(WEDGES["thread"], ini=f"hardexit_timeout = {BUDGET}")
     assert_exits_within_budget(session, 0)
