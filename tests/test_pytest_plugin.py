@@ -26,6 +26,9 @@ import pytest
 import hardexit
 from hardexit.pytest_plugin import ACCEPTED, parse_seconds
 
+# Real pytest sessions: pytest's behaviour more than the interpreter's.
+pytestmark = pytest.mark.once
+
 BUDGET = 2.0
 # Past the budget, from the verdict line to the exit, on a loaded 2-core machine.
 SLACK = 2.0
