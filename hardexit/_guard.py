@@ -83,7 +83,10 @@ class Registry:
         """The guard whose deadline comes first (ties: the first armed)."""
         live = self.live
         if len(live) == 1:  # the common case, without min()'s key calls
-            return live[0]
+            try:
+                return live[0]
+            except IndexError:  # a signal handler or finalizer cancelled it just now
+                return None
         return min(live, key=_deadline_order, default=None)
 
     # -- the operations -------------------------------------------------
