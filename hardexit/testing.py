@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -125,26 +126,24 @@ class IsolatedRun:
 
 
 # Runs in the child: report the first arm, then run the target.  The report
-# file is opened by path only when reporting: the code under test may close
-# or reuse any fd, and this hook runs right after an arm, so it stays short.
+# is a file mapped into memory before the target runs: the code under test may
+# close or reuse any fd without touching it, and the hook, which runs right
+# after an arm (maybe among busy threads), makes no system call, so it gives
+# up no GIL and cannot be outrun by the deadline it reports.
 _CHILD = """\
-import os, sys
-_unreported = [sys.argv[1]]
+import mmap, struct, sys
+with open(sys.argv[1], "r+b") as _file:
+    _report = mmap.mmap(_file.fileno(), 17)
+_unreported = [True]
 from hardexit import instrumentation
 
 def _report_first_arm(guard):
     try:
-        path = _unreported.pop()  # atomic: one thread reports, however many arm at once
+        _unreported.pop()  # atomic: one thread reports, however many arm at once
     except IndexError:
         return
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        try:
-            os.write(fd, f"{guard.armed_at!r} {guard.deadline!r}\\n".encode())
-        finally:
-            os.close(fd)
-    except OSError:
-        pass  # out of fds, say: the run reports no arm rather than fail the arm
+    struct.pack_into("dd", _report, 0, guard.armed_at, guard.deadline)
+    _report[16] = 1  # written last: the figures are whole
 
 instrumentation.set_on_arm_hooks([_report_first_arm])
 kind, target = sys.argv[2], sys.argv[3]
@@ -227,7 +226,8 @@ def run_isolated(
         tempfile.TemporaryFile() as err,
     ):
         report_path = os.path.join(private, "first-arm")
-        open(report_path, "xb").close()
+        with open(report_path, "xb") as report:
+            report.write(bytes(17))  # armed_at, deadline (two doubles), then a "reported" flag
         command = [executable, "-c", _CHILD, report_path, kind, spec, *args]
         reaper = subprocess.Popen(
             [
@@ -252,15 +252,16 @@ def run_isolated(
         if len(ended) != 3:
             raise RuntimeError(f"run_isolated's reaper failed (exit code {reaper.returncode})")
         with open(report_path, "rb") as report:
-            armed = report.read().split()
+            reported = report.read()
+        armed = struct.unpack("dd", reported[:16]) if reported[16] == 1 else None
         out.seek(0)
         err.seek(0)
         return IsolatedRun(
             exit_code=int(ended[0]),
             stdout=out.read().decode("utf-8", "replace"),
             stderr=err.read().decode("utf-8", "replace"),
-            armed_at=float(armed[0]) if armed else None,
-            deadline=float(armed[1]) if armed else None,
+            armed_at=armed[0] if armed else None,
+            deadline=armed[1] if armed else None,
             exited_at=float(ended[1]),
             timed_out=ended[2] == b"1",
         )

@@ -129,8 +129,8 @@ def spin():
 for _ in range(32):
     threading.Thread(target=spin, daemon=True).start()
 time.sleep(0.2)
-# The first on-arm hook stamps the moment the guard is live; run_isolated's
-# own hook after it writes a file, which is the test's cost, not the arm's.
+# The first on-arm hook stamps the moment the guard is live, before any
+# other hook: what the arm itself costs.
 from hardexit import instrumentation
 def stamp(guard):
     struct.pack_into("d", shared, 8, time.monotonic())
