@@ -189,8 +189,9 @@ def run_isolated(
     survives once its parent has exited.
 
     The first arm is reported through a private temporary file that the
-    child opens by path only when it arms: code under test may close or
-    reuse any fd.  If that open fails (no fd left), no arm is reported.
+    child maps into memory before the target runs: code under test may
+    close or reuse any fd, and the report makes no system call, so it gives
+    up no GIL and is never outrun by the deadline it reports.
 
     If this process dies or is interrupted during the call, the reaper
     notices (its stdin pipe closes; on Linux also its parent-death signal)
