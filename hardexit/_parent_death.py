@@ -34,28 +34,20 @@ import sys
 
 from . import _config, _guard
 from ._watchdog import allocate_lock as _allocate_lock
+from ._watchdog import original
 from ._watchdog import start_new_thread as _start_new_thread
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
-    from types import ModuleType
-    from typing import Any, Final
+    from typing import Final
 
 # How often the fallback without pidfds checks whether the OS parent changed.
 _REPARENT_CHECK_MS: Final = 100
 _DIED: Final = select.POLLIN | select.POLLHUP  # a pidfd reads as "in" once its process exited
 
 
-def _unpatched(module: ModuleType, name: str) -> Any:
-    """*module.name* as the interpreter made it, even if gevent patched it already."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None:
-        return monkey.get_original(module.__name__, name)
-    return getattr(module, name)
-
-
-_poll = _unpatched(select, "poll")
+_poll = original("select", "poll")  # the OS poll(), as the watchdog takes its thread API
 
 
 def arm_on_parent_death(

@@ -27,27 +27,29 @@ else:
     import _signal  # signal's C half: `signal` itself imports enum
 
 
-def _real_thread_api() -> tuple[Callable[..., int], Callable[[], Any], Callable[[], Any]]:
-    """``start_new_thread``, ``allocate_lock`` and ``RLock`` as the OS provides them.
+def original(module: str, name: str) -> Any:
+    """*module.name* as the interpreter made it, even if gevent or eventlet replaced it.
 
-    gevent and eventlet replace these with greenlet versions; a watchdog that
-    is a greenlet blocks the hub, and never runs while the application is
-    wedged.  Bound here, at import, a later ``monkey.patch_all()`` cannot
-    reach them; an earlier one is undone through the patcher's own record.
+    gevent and eventlet swap the thread and blocking APIs for greenlet
+    versions: a watchdog that is a greenlet, or that sleeps in a greenlet
+    ``poll()``, blocks the hub and never runs while the application is
+    wedged.  Bound at import, a later ``monkey.patch_all()`` cannot reach
+    them; an earlier one is undone through the patcher's own record.
     """
-    names = ["start_new_thread", "allocate_lock", "RLock"]
     gevent_monkey = sys.modules.get("gevent.monkey")
-    if gevent_monkey is not None and gevent_monkey.is_module_patched("_thread"):
-        start, allocate, rlock = gevent_monkey.get_original("_thread", names)
-        return start, allocate, rlock
+    if gevent_monkey is not None and gevent_monkey.is_module_patched(module):
+        return gevent_monkey.get_original(module, name)
     eventlet_patcher = sys.modules.get("eventlet.patcher")
-    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("thread"):
-        original = eventlet_patcher.original("_thread")
-        return original.start_new_thread, original.allocate_lock, original.RLock
-    return _thread.start_new_thread, _thread.allocate_lock, _thread.RLock
+    # eventlet's records name the modules by their patch_all() keywords.
+    eventlet_name = {"_thread": "thread"}.get(module, module)
+    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched(eventlet_name):
+        return getattr(eventlet_patcher.original(module), name)
+    return getattr(sys.modules[module], name)
 
 
-start_new_thread, allocate_lock, RLock = _real_thread_api()
+start_new_thread: Callable[..., int] = original("_thread", "start_new_thread")
+allocate_lock: Callable[[], Any] = original("_thread", "allocate_lock")
+RLock: Callable[[], Any] = original("_thread", "RLock")
 
 
 def start(registry: Registry) -> int | None:
