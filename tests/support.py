@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 
 from hardexit.testing import IsolatedRun, run_isolated
@@ -34,3 +36,26 @@ def assert_exited_by_deadline(result: IsolatedRun, exit_code: int) -> None:
     assert result.past_deadline is not None, f"nothing was armed: {result!r}"
     assert result.past_deadline >= 0.0, f"exited before its deadline: {result!r}"
     assert result.past_deadline <= SLACK, f"exited late: {result!r}"
+
+
+def modules_loaded_by(module: str, *, after: str = "") -> set[str]:
+    """The modules a clean interpreter loads to import *module*, once *after* (code) ran.
+
+    Fails if the import starts a thread.
+    """
+    check = f"""
+import sys, threading
+{after}
+before, threads = set(sys.modules), threading.active_count()
+import {module}
+assert threading.active_count() == threads, "importing {module} started a thread"
+print(" ".join(sorted(set(sys.modules) - before)))
+"""
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path[:0] = {sys.path!r}\n{check}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    return set(out.split())
