@@ -85,6 +85,15 @@ class Release:
         """The worker's ``on_session_end``, run once the job's shutdown begins (from 1.3.1)."""
         return self.version >= (1, 3, 1)
 
+    @property
+    def worker_reads_late_records(self) -> bool:
+        """The worker reads what a job child sent just before it exited (from 1.4.4).
+
+        Before, the worker closed its end of the log socket as soon as the child
+        was gone, dropping whatever it had not read yet (livekit/agents#4928).
+        """
+        return self.version >= (1, 4, 4)
+
     def __str__(self) -> str:
         return "livekit-agents " + ".".join(map(str, self.version))
 
