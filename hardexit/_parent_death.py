@@ -22,8 +22,7 @@ for a forkserver child, multiprocessing's sentinel.
 
 The watcher is a bare ``_thread`` thread, as the watchdog is: nobody joins
 it, so it never delays an exit.  It is the real OS thread and ``poll()`` even
-after ``gevent.monkey.patch_all()``, which would otherwise turn both into
-greenlets that never run while the main thread is wedged in native code.
+after gevent's or eventlet's monkey-patching (``_watchdog.original()``).
 """
 
 from __future__ import annotations

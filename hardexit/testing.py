@@ -191,7 +191,10 @@ def run_isolated(
     The first arm is reported through a private temporary file that the
     child maps into memory before the target runs: code under test may
     close or reuse any fd, and the report makes no system call, so it gives
-    up no GIL and is never outrun by the deadline it reports.
+    up no GIL and is never outrun by the deadline it reports.  The report is
+    an on-arm hook, so the child imports hardexit before the target runs:
+    a target that must run something first (``gevent.monkey.patch_all()``,
+    say) starts a fresh interpreter of its own.
 
     If this process dies or is interrupted during the call, the reaper
     notices (its stdin pipe closes; on Linux also its parent-death signal)

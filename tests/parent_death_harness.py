@@ -106,9 +106,13 @@ def fork_then_wedge(timeout: float, wedge: str, child_arms: bool) -> None:
 
 CHILD_SCRIPT = """\
 import json, sys
-if json.loads(sys.argv[1]).get("gevent"):  # before hardexit is imported: the harder case
+green = json.loads(sys.argv[1]).get("green")  # patched before hardexit is imported: the harder case
+if green == "gevent":
     from gevent import monkey
     monkey.patch_all()
+elif green == "eventlet":
+    import eventlet
+    eventlet.monkey_patch()
 from tests.parent_death_harness import run_child
 run_child(sys.argv[1])
 """

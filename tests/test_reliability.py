@@ -1,7 +1,8 @@
 """Guarantee 6: no hang, no stray fire, no wrong exit, wherever users arm and cancel.
 
 Each test is a real child process doing what broke an earlier version: fork
-while other threads arm, re-entry from signal handlers and finalizers, gevent,
+while other threads arm, re-entry from signal handlers and finalizers, gevent
+and eventlet,
 resource limits, interrupts, bad values.
 """
 
@@ -92,30 +93,43 @@ def test_cancel_from_a_finalizer_that_the_garbage_collector_runs_mid_arm() -> No
     assert result.exit_code == 7, result
 
 
+# What each green-thread library patches with, and how its code yields and spawns.
+GREEN = {
+    "gevent": ("from gevent import monkey; monkey.patch_all()", "gevent"),
+    "eventlet": ("import eventlet; eventlet.monkey_patch()", "eventlet"),
+}
+
+
 @pytest.mark.parametrize("patched", ["before_import", "after_import"])
-def test_under_gevent_the_hub_runs_and_the_watchdog_is_a_real_thread(patched: str) -> None:
-    pytest.importorskip("gevent")
-    patch = "from gevent import monkey; monkey.patch_all()"
-    result = run_isolated(
-        f"""
+@pytest.mark.parametrize("library", sorted(GREEN))
+def test_under_green_threads_the_hub_runs_and_the_watchdog_is_a_real_thread(
+    library: str, patched: str
+) -> None:
+    patch, green = GREEN[library]
+    pytest.importorskip(green)
+    script = f"""
 {patch if patched == "before_import" else ""}
 import hardexit
 {patch if patched == "after_import" else ""}
-import ctypes, gevent, os, sys, time
+import ctypes, {green}, os, sys, time
 ticks = []
 def ticker():
     while True:
         ticks.append(time.monotonic())
-        gevent.sleep(0.02)
-gevent.spawn(ticker)
+        {green}.sleep(0.02)
+{green}.spawn(ticker)
 guard = hardexit.arm_hard_exit(5, exit_code=1)
-gevent.sleep(0.5)  # the hub must keep running with a guard armed
+{green}.sleep(0.5)  # the hub must keep running with a guard armed
 print(len(ticks) >= 5, guard.cancel(), flush=True)
 def dispose_native_resources():
     ctypes.PyDLL(None).sleep(60)
 hardexit.arm_hard_exit(0.5, exit_code=42)
 dispose_native_resources()
-""",
+"""
+    # In a fresh interpreter of its own: run_isolated's child has imported
+    # hardexit before its target runs, and "before_import" must mean it.
+    result = run_isolated(
+        f"import subprocess, sys\nsys.exit(subprocess.call([sys.executable, '-c', {script!r}]))",
         limit=30,
     )
     assert result.stdout == "True True\n", result
