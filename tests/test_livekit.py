@@ -2,7 +2,7 @@
 
 Each scenario runs a supervisor that starts the job child as the worker
 does (see livekit_harness.py).  Most run twice: guarded, with
-``install(ctx, timeout=2, exit_code=42)`` at the top of the entrypoint, and
+``install(ctx, timeout=1, exit_code=42)`` at the top of the entrypoint, and
 unguarded, without it, to show that the same child is still alive when the
 guarded one must be gone.
 
@@ -24,7 +24,7 @@ from .support import SLACK
 # Each run starts a forkserver with livekit's preload: about 3 s before the job runs.
 pytestmark = pytest.mark.timeout(60)
 
-TIMEOUT = 2.0
+TIMEOUT = 1.0
 EXIT_CODE = 42
 # A guarded child is gone by then: an unguarded one still alive then shows the difference.
 GONE_BY = TIMEOUT + SLACK

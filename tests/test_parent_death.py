@@ -114,6 +114,7 @@ def test_orphans_wedged_in_native_code_are_gone_within_the_budget(
     [("executor", "forkserver"), ("subprocess", None)],
     ids=["forkserver", "subprocess"],
 )
+@pytest.mark.once  # orphans outliving their parent is the OS's behaviour
 def test_control_without_it_the_orphans_outlive_the_budget(kind: str, method: str | None) -> None:
     outcome = orphan(kind, method=method, armed=False, calls=[], observe=BUDGET + SLACK)
     for pid in outcome.pids("worker"):
@@ -139,6 +140,7 @@ def test_a_worker_holding_the_gil_is_gone_within_the_budget_once_it_releases_it(
     assert released_at + BUDGET * 0.95 <= gone <= released_at + BUDGET + SLACK, outcome
 
 
+@pytest.mark.once  # a limit of the design, on every interpreter with a GIL
 def test_a_worker_holding_the_gil_forever_is_not_covered() -> None:
     # What docs/parent-death.md says: the watcher never gets the GIL, so nothing
     # is armed.  (benchmarks/pdeathsig.py measures the kernel alternative.)
@@ -174,6 +176,7 @@ def test_a_second_call_with_the_same_arguments_does_nothing_and_others_add_a_gua
     assert outcome.status[pid] == 4, outcome
 
 
+@pytest.mark.once  # no thread survives a fork, on any interpreter
 def test_a_forked_child_is_not_watched() -> None:
     outcome = orphan(
         "subprocess", fork="child_does_not_call", expect={"worker": 1, "forked_child": 1}
@@ -208,11 +211,12 @@ def test_a_forked_child_that_calls_watches_its_own_parent(kind: str, method: str
     assert worker_gone + BUDGET * 0.95 <= child_gone <= worker_gone + BUDGET + SLACK, outcome
 
 
-def test_under_gevent_monkey_patching() -> None:
+@pytest.mark.parametrize("green", ["gevent", "eventlet"])
+def test_under_monkey_patching(green: str) -> None:
     # Patched, the watcher thread would be a greenlet that never runs while the
-    # main thread is wedged in native code.
-    pytest.importorskip("gevent")
-    outcome = orphan("subprocess", gevent=True)
+    # main thread is wedged in native code.  (eventlet also removes select.poll.)
+    pytest.importorskip(green)
+    outcome = orphan("subprocess", green=green)
     assert_gone_on_time(outcome, outcome.pids("worker"))
 
 

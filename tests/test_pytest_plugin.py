@@ -31,7 +31,7 @@ from .support import modules_loaded_by
 # Real pytest sessions: pytest's behaviour more than the interpreter's.
 pytestmark = pytest.mark.once
 
-BUDGET = 2.0
+BUDGET = 1.0
 # Past the budget, from the verdict line to the exit, on a loaded 2-core machine.
 SLACK = 2.0
 # A session that is still running this long after its verdict wedged.
