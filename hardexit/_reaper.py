@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 
-TYPE_CHECKING = False  # importing typing costs milliseconds
+TYPE_CHECKING = False  # why: hardexit/__init__.py
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
