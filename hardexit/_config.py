@@ -13,7 +13,6 @@ import os
 import sys
 import time
 
-# Importing `typing` costs ~20 ms: it is read by type checkers only.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -101,6 +100,12 @@ def check_exit_code(value: object) -> int:
     if not 0 <= value <= 255:
         raise ValueError(f"exit_code must be an int in 0..255; got {_short(value)}")
     return int(value)
+
+
+def check_reason(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"reason must be a str or None; got {value!r} ({type(value).__name__})")
 
 
 def _short(value: object) -> str:

@@ -355,8 +355,7 @@ def arm_hard_exit(
     """
     seconds = _config.resolve_timeout(timeout)
     code = _config.check_exit_code(exit_code)
-    if reason is not None and not isinstance(reason, str):
-        raise TypeError(f"reason must be a str or None; got {reason!r} ({type(reason).__name__})")
+    reason = _config.check_reason(reason)
     if not _IN_MAIN_INTERPRETER:
         raise RuntimeError(
             "hardexit cannot arm in a subinterpreter: its watchdog thread would make "

@@ -75,10 +75,11 @@ def arm_on_parent_death(
     watched: its parent is this process, and it calls this function itself if
     it wants to be.
     """
-    seconds = _resolve_timeout(timeout)
+    # Resolved now, so a malformed HARDEXIT_TIMEOUT fails here, not silently
+    # in the watcher thread.
+    seconds = _config.resolve_timeout(timeout)
     code = _config.check_exit_code(exit_code)
-    if reason is not None and not isinstance(reason, str):
-        raise TypeError(f"reason must be a str or None; got {reason!r} ({type(reason).__name__})")
+    reason = _config.check_reason(reason)
 
     def arm(parent_pid: int) -> None:
         _guard.arm_hard_exit(
@@ -88,12 +89,6 @@ def arm_on_parent_death(
         )
 
     call_on_parent_death((seconds, code, reason), arm)
-
-
-def _resolve_timeout(timeout: object) -> float:
-    # The one place that knows how a default timeout is found; resolved now, so a
-    # malformed HARDEXIT_TIMEOUT fails here, not silently in the watcher thread.
-    return _config.resolve_timeout(timeout)
 
 
 class _Watch:
@@ -239,7 +234,7 @@ def _wait_readable(fd: int) -> None:
 
 def _wait_reparented(pid: int) -> None:
     # Reparenting happens as the parent exits, before anyone reaps it.
-    idle = _poll()  # no fds: poll() just sleeps, without gevent's patched time.sleep
+    idle = _poll()  # no fds: poll() just sleeps, without a green library's time.sleep
     while os.getppid() == pid:
         idle.poll(_REPARENT_CHECK_MS)
 
