@@ -190,17 +190,21 @@ class KernelTimer:
         if self._scheduled == (deadline, exit_code, watched):
             return
         self._scheduled = None  # until every stage below is programmed
+        self._arm_exit(exit_code, deadline + EXIT_DELAY if watched else deadline)
+        assert self._kill_timer is not None
+        self._settime(self._kill_timer, deadline + KILL_DELAY)
+        if self._dump_timer is not None:
+            self._settime(self._dump_timer, deadline + DUMP_DELAY if watched else None)
+        self._scheduled = (deadline, exit_code, watched)
+
+    def _arm_exit(self, exit_code: int, when: float) -> None:
+        """Arm *exit_code*'s timer for *when*; at most one exit timer is armed."""
         exit_timer = self._exit_timers[exit_code]
         if self._armed_exit is not None and self._armed_exit is not exit_timer:
             self._settime(self._armed_exit, None)
             self._armed_exit = None
-        assert self._kill_timer is not None
-        self._settime(self._kill_timer, deadline + KILL_DELAY)
-        self._settime(exit_timer, deadline + EXIT_DELAY if watched else deadline)
+        self._settime(exit_timer, when)
         self._armed_exit = exit_timer
-        if self._dump_timer is not None:
-            self._settime(self._dump_timer, deadline + DUMP_DELAY if watched else None)
-        self._scheduled = (deadline, exit_code, watched)
 
     def begin_report(self, deadline: float, exit_code: int) -> tuple[bool, bool]:
         dumped = False
@@ -211,11 +215,7 @@ class KernelTimer:
             # at this thread, so that dump has run by now.
             dumped = was_armed and self._old[2] == 0 and self._old[3] == 0
         self._scheduled = None
-        exit_timer = self._exit_timers[exit_code]
-        if self._armed_exit is not None and self._armed_exit is not exit_timer:
-            self._settime(self._armed_exit, None)
-        self._settime(exit_timer, deadline + REPORT_DEADLINE)
-        self._armed_exit = exit_timer
+        self._arm_exit(exit_code, deadline + REPORT_DEADLINE)
         assert self._kill_timer is not None
         self._settime(self._kill_timer, deadline + KILL_DELAY)
         return True, dumped
