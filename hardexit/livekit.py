@@ -201,10 +201,7 @@ def _watch_worker(arming: _Arming) -> None:
     the forkserver, which outlives the worker).  Through the same ``_Arming``,
     so the job's guard is armed once, whichever comes first.
     """
-    try:
-        _parent_death.call_on_parent_death(arming, lambda _: arming.arm("the worker process died"))
-    except NotImplementedError:
-        pass  # Windows: nothing watches the worker there, as before
+    _parent_death.call_on_parent_death(arming, lambda _: arming.arm("the worker process died"))
 
 
 def _add_log_drain_hook() -> None:
