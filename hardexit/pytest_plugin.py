@@ -17,9 +17,10 @@ starts) and never hardexit's optional integrations.
 from __future__ import annotations
 
 import argparse
-import math
 
 import pytest
+
+from ._config import check_timeout
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,9 +28,9 @@ if TYPE_CHECKING:
 
 OPTION = "--hardexit-timeout"
 INI_OPTION = "hardexit_timeout"
-# hardexit.arm_hard_exit's own rule, checked here so that a bad value is a usage
-# error before any test runs, not an exception at exit.
-MAX_SECONDS = 1e9
+# What arm_hard_exit's own rule (_config.check_timeout) accepts, said for the
+# command line: the rule is applied here, so that a bad value is a usage error
+# before any test runs, not an exception at exit.
 ACCEPTED = "a finite number of seconds > 0 and <= 1e9, e.g. 60"
 HELP = (
     "After the session's verdict, give the process SECONDS to exit; if it has not "
@@ -48,9 +49,10 @@ def parse_seconds(raw: str) -> float:
         seconds = float(raw)
     except ValueError:
         raise ValueError(f"{raw!r} is not a number; it must be {ACCEPTED}") from None
-    if not (math.isfinite(seconds) and 0.0 < seconds <= MAX_SECONDS):
-        raise ValueError(f"{raw!r} is out of range; it must be {ACCEPTED}")
-    return seconds
+    try:
+        return check_timeout(seconds, OPTION)
+    except ValueError:
+        raise ValueError(f"{raw!r} is out of range; it must be {ACCEPTED}") from None
 
 
 def _cli_seconds(raw: str) -> float:
@@ -98,12 +100,8 @@ def _arming(budget: float) -> Callable[[int], object]:
     def arm(exit_code: int) -> None:
         # set_testing(True) makes guards inert for the code under test; this one
         # guards the test runner itself.
-        was_testing = testing.is_testing()
-        testing.set_testing(False)
-        try:
+        with testing.set_testing(False):
             hardexit.arm_hard_exit(budget, exit_code=exit_code, reason=REASON)
-        finally:
-            testing.set_testing(was_testing)
 
     return arm
 
