@@ -121,6 +121,10 @@ class KernelTimer:
         self._never = itimerspec()
         self._old = itimerspec()
         self._sigaction_buffer = ctypes.create_string_buffer(256)  # >= sizeof(struct sigaction)
+        # A struct sigaction whose handler (its first member) is SIG_IGN, with
+        # an empty mask and no flags.
+        self._ignore = ctypes.create_string_buffer(256)
+        ctypes.c_void_p.from_buffer(self._ignore).value = 1  # SIG_IGN
         self._dump_signal: int | None = None  # chosen once; faulthandler stays registered
         self.forget_after_fork()
 
@@ -169,6 +173,14 @@ class KernelTimer:
             signo = self._free_realtime_signal()
             if signo is None:
                 return  # every real-time signal is taken: no dump stage (docs/design.md)
+            # Ignored first, so that faulthandler records SIG_IGN as the action
+            # to restore when it is finalized.  From 3.14 the watchdog thread
+            # outlives faulthandler (a thread that wants the GIL after
+            # finalization hangs instead of exiting), and a dump aimed at it
+            # then would take the default action: death by this signal, not
+            # the guard's exit code.
+            if self._sigaction(signo, self._ignore, None) != 0:
+                return
             faulthandler.register(signo, file=2, all_threads=True, chain=False)
             self._dump_signal = signo
         try:
