@@ -8,6 +8,7 @@ where it cannot help.
 import sys as _sys
 
 from . import _config
+from . import instrumentation as instrumentation  # public: the hooks
 from ._guard import HardExit, arm_hard_exit, backstop_mechanism, current_deadline
 from ._parent_death import arm_on_parent_death
 
@@ -52,4 +53,3 @@ class _HardexitModule(type(_sys)):  # type: ignore[misc]
 
 
 _sys.modules[__name__].__class__ = _HardexitModule
-_config.load_environment()

@@ -4,7 +4,8 @@ Why the watchdog thread alone is not enough, and what each stage is for, is
 told once in ``docs/design.md`` ("Stages"); the numbers are in ``_config``.
 Here are the mechanisms: :class:`KernelTimer` (Linux with glibc, the default
 there), :class:`AlarmTimer` (opt-in only) and :class:`NoBackstop`.
-``HARDEXIT_BACKSTOP=timer_create|setitimer|none`` forces one.
+``HARDEXIT_BACKSTOP=timer_create|setitimer|none`` forces one (``_config``
+reads it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import sys
 import time
 
+from . import _config
 from ._config import DUMP_DELAY, EXIT_DELAY, KILL_DELAY, REPORT_DEADLINE
 
 TYPE_CHECKING = False
@@ -55,14 +57,24 @@ if TYPE_CHECKING:
 else:
     import _signal  # signal's C half: `signal` itself imports enum
 
-BACKSTOP_ENV_VAR: Final = "HARDEXIT_BACKSTOP"
-
 _CLOCK_MONOTONIC = 1  # <linux/time.h>; the clock time.monotonic() reads on Linux
 _SIGEV_SIGNAL = 0  # <bits/sigevent-consts.h>
 _SIGEV_THREAD = 2
 _SIGEV_THREAD_ID = 4
 _TIMER_ABSTIME = 1
 _SIGKILL = 9
+
+
+def _not_before_now(deadline: float) -> float:
+    """When the stages start: the deadline, or now if it has passed already.
+
+    A deadline moved into the past means "exit now, with my code".  Were the
+    stages programmed from it, every one would be due at once, and the
+    SIGKILL stage, delivered by the kernel itself, would beat the exit stage,
+    which needs glibc to start a thread first.  From now, they keep their
+    order and spacing.
+    """
+    return max(deadline, time.monotonic())
 
 
 class KernelTimer:
@@ -202,11 +214,12 @@ class KernelTimer:
         if self._scheduled == (deadline, exit_code, watched):
             return
         self._scheduled = None  # until every stage below is programmed
-        self._arm_exit(exit_code, deadline + EXIT_DELAY if watched else deadline)
+        start = _not_before_now(deadline)
+        self._arm_exit(exit_code, start + EXIT_DELAY if watched else start)
         assert self._kill_timer is not None
-        self._settime(self._kill_timer, deadline + KILL_DELAY)
+        self._settime(self._kill_timer, start + KILL_DELAY)
         if self._dump_timer is not None:
-            self._settime(self._dump_timer, deadline + DUMP_DELAY if watched else None)
+            self._settime(self._dump_timer, start + DUMP_DELAY if watched else None)
         self._scheduled = (deadline, exit_code, watched)
 
     def _arm_exit(self, exit_code: int, when: float) -> None:
@@ -227,9 +240,10 @@ class KernelTimer:
             # at this thread, so that dump has run by now.
             dumped = was_armed and self._old[2] == 0 and self._old[3] == 0
         self._scheduled = None
-        self._arm_exit(exit_code, deadline + REPORT_DEADLINE)
+        start = _not_before_now(deadline)
+        self._arm_exit(exit_code, start + REPORT_DEADLINE)
         assert self._kill_timer is not None
-        self._settime(self._kill_timer, deadline + KILL_DELAY)
+        self._settime(self._kill_timer, start + KILL_DELAY)
         return True, dumped
 
     def clear(self) -> None:
@@ -284,10 +298,11 @@ class AlarmTimer:
         self._expires = when
 
     def schedule(self, deadline: float, exit_code: int, watched: bool) -> None:
-        self._set(deadline + EXIT_DELAY if watched else deadline)
+        start = _not_before_now(deadline)
+        self._set(start + EXIT_DELAY if watched else start)
 
     def begin_report(self, deadline: float, exit_code: int) -> tuple[bool, bool]:
-        self._set(deadline + REPORT_DEADLINE)
+        self._set(_not_before_now(deadline) + REPORT_DEADLINE)
         return self._expires is not None, False
 
     def clear(self) -> None:
@@ -333,19 +348,9 @@ _CHOICES: Final[dict[str, Callable[[], Backstop]]] = {
 
 def load() -> Backstop:
     """The backstop for this machine, or the one ``HARDEXIT_BACKSTOP`` names."""
-    forced = os.environ.get(BACKSTOP_ENV_VAR, "").strip() or "auto"
-    if forced != "auto":
-        chosen = _CHOICES.get(forced)
-        if chosen is not None:
-            return chosen()
-        import warnings  # only on this error path, at start-up
-
-        warnings.warn(
-            f"environment variable {BACKSTOP_ENV_VAR}={forced!r} is not one of "
-            "auto, timer_create, setitimer, none; using auto",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    forced = _config.config.backstop
+    if forced is not None:
+        return _CHOICES[forced]()
     if sys.platform.startswith("linux") and _is_glibc():
         try:
             return KernelTimer()

@@ -18,11 +18,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Final
 
-    from ._guard import HardExit
-    from .instrumentation import FireDetails
+    from ._diagnostics import FireDetails
+    from ._registry import HardExit
 
 DEFAULT_TIMEOUT: Final = 10.0
 TIMEOUT_ENV_VAR: Final = "HARDEXIT_TIMEOUT"
+BACKSTOP_ENV_VAR: Final = "HARDEXIT_BACKSTOP"
+BACKSTOPS: Final = ("timer_create", "setitimer", "none")  # what HARDEXIT_BACKSTOP may force
 # timespec and lock waits take whole seconds in a C long; a ceiling far past any
 # real teardown keeps every conversion exact.
 MAX_TIMEOUT: Final = 1e9
@@ -41,16 +43,20 @@ class Config:
 
     ``timeout`` is ``hardexit.HARD_EXIT_TIMEOUT`` as assigned (None: never);
     ``env_timeout`` is ``HARDEXIT_TIMEOUT`` read once at import (None: unset),
-    or the ValueError a malformed value raises at arm time.
+    or the ValueError a malformed value raises at arm time; ``backstop`` is
+    the mechanism ``HARDEXIT_BACKSTOP`` forces, read once at import (None:
+    the machine's default).  ``on_fire`` None means the default hook,
+    ``_diagnostics.log_hard_exit``: one record on the ``hardexit`` logger.
     """
 
-    __slots__ = ("env_timeout", "on_arm", "on_fire", "testing", "timeout")
+    __slots__ = ("backstop", "env_timeout", "on_arm", "on_fire", "testing", "timeout")
 
     def __init__(self) -> None:
         self.timeout: float | None = None
         self.env_timeout: float | ValueError | None = None
+        self.backstop: str | None = None
         self.testing = False
-        self.on_fire: tuple[Callable[[FireDetails], object], ...] = ()
+        self.on_fire: tuple[Callable[[FireDetails], object], ...] | None = None
         self.on_arm: tuple[Callable[[HardExit], object], ...] = ()
 
 
@@ -145,17 +151,35 @@ def _read_env_timeout() -> float | ValueError | None:
         return exc
 
 
-def load_environment() -> None:
-    """Read ``HARDEXIT_TIMEOUT`` once, at import: a bad value is reported at start-up.
+def _read_env_backstop() -> str | None:
+    raw = os.environ.get(BACKSTOP_ENV_VAR, "").strip()
+    if raw in BACKSTOPS:
+        return raw
+    if raw not in ("", "auto"):
+        _warn(
+            f"environment variable {BACKSTOP_ENV_VAR}={raw!r} is not one of "
+            f"auto, {', '.join(BACKSTOPS)}; using auto"
+        )
+    return None
 
-    Arming without a timeout then raises the same error: shutdown is not the
-    moment to discover it, but a process must not be made unable to start.
+
+def load_environment() -> None:
+    """Read hardexit's environment variables once, at import: bad values are reported then.
+
+    Arming without a timeout then raises the same error as a malformed
+    ``HARDEXIT_TIMEOUT``: shutdown is not the moment to discover it, but a
+    process must not be made unable to start.
     """
     config.env_timeout = _read_env_timeout()
     if isinstance(config.env_timeout, ValueError):
-        import warnings  # only on this error path, at start-up
+        _warn(str(config.env_timeout))
+    config.backstop = _read_env_backstop()
 
-        warnings.warn(str(config.env_timeout), RuntimeWarning, stacklevel=3)
+
+def _warn(message: str) -> None:
+    import warnings  # only on these error paths, at start-up
+
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def in_main_interpreter() -> bool:
@@ -168,3 +192,6 @@ def in_main_interpreter() -> bool:
     except ImportError:
         return True
     return bool(interpreters.get_current() == interpreters.get_main())
+
+
+load_environment()  # before any backstop is chosen

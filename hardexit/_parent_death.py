@@ -22,7 +22,7 @@ for a forkserver child, multiprocessing's sentinel.
 
 The watcher is a bare ``_thread`` thread, as the watchdog is: nobody joins
 it, so it never delays an exit.  It is the real OS thread and ``poll()`` even
-after gevent's or eventlet's monkey-patching (``_watchdog.original()``).
+after gevent's or eventlet's monkey-patching (``_threads``).
 """
 
 from __future__ import annotations
@@ -31,10 +31,7 @@ import os
 import select
 import sys
 
-from . import _config, _guard
-from ._watchdog import allocate_lock as _allocate_lock
-from ._watchdog import original
-from ._watchdog import start_new_thread as _start_new_thread
+from . import _config, _guard, _threads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,7 +43,7 @@ _REPARENT_CHECK_MS: Final = 100
 _DIED: Final = select.POLLIN | select.POLLHUP  # a pidfd reads as "in" once its process exited
 
 
-_poll = original("select", "poll")  # the OS poll(), as the watchdog takes its thread API
+_poll = _threads.original("select", "poll")  # the OS poll(), even under gevent or eventlet
 
 
 def arm_on_parent_death(
@@ -97,7 +94,7 @@ class _Watch:
     __slots__ = ("callbacks", "keys", "lock", "parent_died", "parent_pid", "pidfd")
 
     def __init__(self) -> None:
-        self.lock = _allocate_lock()
+        self.lock = _threads.allocate_lock()
         self.keys: set[Hashable] = set()
         self.callbacks: list[Callable[[int], object]] = []
         self.parent_pid: int | None = None  # None: nothing watched yet, no thread
@@ -154,7 +151,7 @@ def _start(watch: _Watch) -> None:
     if wait is None:
         watch.parent_died = True
     else:
-        _start_new_thread(_wait_then_call_back, (watch, wait))
+        _threads.start_new_thread(_wait_then_call_back, (watch, wait))
 
 
 def _find_parent() -> tuple[int, int | None]:

@@ -17,15 +17,15 @@ already late.
 from __future__ import annotations
 
 import _collections_abc
-import sys
 
 from . import _config
+from ._diagnostics import FireDetails, log_hard_exit, on_fire_hooks
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from ._guard import HardExit  # noqa: F401 - named in OnArmHook
+    from ._registry import HardExit  # noqa: F401 - named in OnArmHook
 
 __all__ = [
     "FireDetails",
@@ -39,101 +39,10 @@ __all__ = [
 ]
 
 
-class FireDetails:
-    """What is known when a guard fires; passed to every on-fire hook.  Immutable.
-
-    All times are seconds on the ``time.monotonic()`` clock.
-    """
-
-    __slots__ = ("armed_at", "deadline", "exit_code", "fired_at", "reason", "timeout")
-
-    armed_at: float  #: when arm_hard_exit() was called
-    deadline: float  #: the deadline that passed, after any move
-    exit_code: int  #: the code the process exits with
-    fired_at: float  #: when the watchdog thread saw it pass
-    reason: str | None  #: the reason given to arm_hard_exit(), if any
-    timeout: float  #: the timeout the guard was armed with (moving the deadline keeps it)
-
-    def __init__(
-        self,
-        *,
-        timeout: float,
-        armed_at: float,
-        deadline: float,
-        fired_at: float,
-        exit_code: int,
-        reason: str | None,
-    ) -> None:
-        for name, value in (
-            ("timeout", timeout),
-            ("armed_at", armed_at),
-            ("deadline", deadline),
-            ("fired_at", fired_at),
-            ("exit_code", exit_code),
-            ("reason", reason),
-        ):
-            object.__setattr__(self, name, value)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"FireDetails is immutable; cannot set {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"FireDetails is immutable; cannot delete {name!r}")
-
-    @property
-    def late(self) -> float:
-        """How long after the deadline the watchdog thread got to run."""
-        return self.fired_at - self.deadline
-
-    @property
-    def since_armed(self) -> float:
-        """How long teardown had run when the guard fired."""
-        return self.fired_at - self.armed_at
-
-    def summary(self) -> str:
-        """One line: when it was armed, by how much the deadline passed, the exit code."""
-        because = f" ({self.reason})" if self.reason else ""
-        return (
-            f"teardown{because} still running {self.since_armed:.3f} s after the guard was "
-            f"armed, {self.late * 1e3:.1f} ms past its deadline; "
-            f"exiting with code {self.exit_code}"
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"FireDetails(timeout={self.timeout!r}, armed_at={self.armed_at!r}, "
-            f"deadline={self.deadline!r}, late={self.late:.6f}, "
-            f"exit_code={self.exit_code!r}, reason={self.reason!r})"
-        )
-
-
 #: What an on-fire hook is: called with the :class:`FireDetails`.
 OnFireHook = _collections_abc.Callable[[FireDetails], object]
 #: What an on-arm hook is: called with each new guard, once it is armed.
 OnArmHook = _collections_abc.Callable[["HardExit"], object]
-
-
-def log_hard_exit(details: FireDetails) -> None:
-    """The default on-fire hook: one ERROR record on the ``hardexit`` logger.
-
-    The record carries ``hardexit_deadline``, ``hardexit_late`` and
-    ``hardexit_exit_code`` as extra attributes for structured handlers.  If
-    the application never imported :mod:`logging`, no handler can be
-    configured, and the line hardexit wrote to stderr is the whole story:
-    the hook does nothing rather than import it after the deadline.
-    """
-    logging = sys.modules.get("logging")
-    if logging is None:
-        return
-    logging.getLogger("hardexit").error(
-        "hard exit: %s",
-        details.summary(),
-        extra={
-            "hardexit_deadline": details.deadline,
-            "hardexit_late": details.late,
-            "hardexit_exit_code": details.exit_code,
-        },
-    )
 
 
 def _checked(
@@ -153,7 +62,7 @@ def set_on_fire_hooks(hooks: Iterable[OnFireHook]) -> None:
 
 def get_on_fire_hooks() -> tuple[OnFireHook, ...]:
     """The on-fire hooks, in the order they run."""
-    return _config.config.on_fire
+    return on_fire_hooks()
 
 
 def set_on_arm_hooks(hooks: Iterable[OnArmHook]) -> None:
@@ -168,6 +77,3 @@ def set_on_arm_hooks(hooks: Iterable[OnArmHook]) -> None:
 def get_on_arm_hooks() -> tuple[OnArmHook, ...]:
     """The on-arm hooks, in the order they run."""
     return _config.config.on_arm
-
-
-_config.config.on_fire = (log_hard_exit,)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from hardexit._guard import HardExit, Registry
+from hardexit._registry import HardExit, Registry
 
 
 class Clock:
