@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from tests import wedges
 from tests.wedges import Wedge
 
+from . import _common
 from ._common import ExitWatch, child_env, exit_label, progress, read_line, reap, spawn, tail
 
 DEADLINE = 0.3  # seconds from arming
@@ -221,6 +222,21 @@ def run_cell(cell: Cell) -> Sample:
 
 
 Cells = dict[Cell, list[Sample]]
+
+
+def measure_from_command_line(
+    doc: str | None, title: str, cells: list[Cell], floor: Cell | None = None
+) -> tuple[_common.Report, Cells, list[float], int]:
+    """Parse ``--runs`` and ``--quick``, then :func:`measure`: the report, samples, floor, runs."""
+    args = _common.parse(_common.parser(doc, runs=15, quick_runs=3))
+    report = _common.Report(title)
+    return (report, *measure(cells, args.runs, floor), args.runs)
+
+
+def goals(verdicts: list[tuple[bool, str]]) -> list[str]:
+    """The goals section of a report on cells."""
+    note = "Overshoot counts from the start of the arm call, `logging` never imported."
+    return _common.goals(verdicts, note)
 
 
 def measure(cells: list[Cell], runs: int, floor: Cell | None = None) -> tuple[Cells, list[float]]:

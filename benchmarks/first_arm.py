@@ -29,7 +29,6 @@ from dataclasses import replace
 
 from tests.wedges import BUSY_THREADS, GIL_CONTENDED
 
-from . import _common
 from ._arming import (
     EXIT_CODE,
     HARDEXIT,
@@ -37,7 +36,8 @@ from ._arming import (
     Cells,
     dumped,
     fmt_exits,
-    measure,
+    goals,
+    measure_from_command_line,
     median_max,
     median_ms,
 )
@@ -110,14 +110,12 @@ def report_goals(cells: Cells) -> list[str]:
             f"exit code {EXIT_CODE} in every run of the cold guard: {fmt_exits(guard)}",
         ),
     ]
-    note = "Overshoot counts from the start of the arm call, `logging` never imported."
-    return _common.goals(verdicts, note)
+    return goals(verdicts)
 
 
 def main() -> None:
-    args = _common.parse(_common.parser(__doc__, runs=15, quick_runs=3))
-    report = _common.Report("hardexit: the cold first arm under load")
-    cells, _ = measure([COLD_COST, COLD_GUARD], args.runs)
+    title = "hardexit: the cold first arm under load"
+    report, cells, _, _ = measure_from_command_line(__doc__, title, [COLD_COST, COLD_GUARD])
     report.print(report_cold(cells), report_goals(cells))
 
 

@@ -43,7 +43,6 @@ import statistics
 from tests import wedges
 from tests.wedges import BYTECODE_SPIN, GIL_CONTENDED, NATIVE_GIL_HELD, NATIVE_GIL_RELEASED, Wedge
 
-from . import _common
 from ._arming import (
     ANCHORS,
     CAP,
@@ -61,7 +60,8 @@ from ._arming import (
     dumped,
     fmt_exits,
     fmt_ms,
-    measure,
+    goals,
+    measure_from_command_line,
     median_max,
     median_ms,
 )
@@ -197,17 +197,13 @@ def report_goals(cells: Cells) -> list[str]:
         max(held) <= 0.250,
         f"`{NATIVE_GIL_HELD.name}`, every run <= 250 ms: max {fmt_ms(max(held), unit=' ms')}",
     )
-    note = "Overshoot counts from the start of the arm call, `logging` never imported."
-    return _common.goals(verdicts, note)
+    return goals(verdicts)
 
 
 def main() -> None:
-    args = _common.parse(_common.parser(__doc__, runs=15, quick_runs=3))
-    report = _common.Report("hardexit: overshoot and stack dumps")
-    cells, floor = measure(plan(), args.runs, FLOOR)
-    report.print(
-        report_overshoot(cells, floor, args.runs), report_dumps(cells), report_goals(cells)
-    )
+    title = "hardexit: overshoot and stack dumps"
+    report, cells, floor, runs = measure_from_command_line(__doc__, title, plan(), FLOOR)
+    report.print(report_overshoot(cells, floor, runs), report_dumps(cells), report_goals(cells))
 
 
 if __name__ == "__main__":
