@@ -202,9 +202,9 @@ class Report:
         self.started = time.monotonic()
         self.load_before = os.getloadavg()[0]
 
-    def machine(self, python: str = sys.executable, version: str = "") -> str:
+    def machine(self) -> str:
         return (
-            f"Python {version or platform.python_version()} ({python}), {platform.system()}"
+            f"Python {platform.python_version()} ({sys.executable}), {platform.system()}"
             f" {platform.release()}, {os.cpu_count()} CPUs, GIL switch interval"
             f" {sys.getswitchinterval() * 1e3:g} ms, hardexit from {REPO_ROOT}."
             f" 1-minute load average {self.load_before:.2f} at start,"
@@ -230,7 +230,7 @@ def parser(
     """The command line every benchmark takes, ``--runs N`` and ``--quick``: add to it."""
     parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=None, help=f"{what} (default {runs})")
-    parser.add_argument("--quick", action="store_true", help=f"{quick_runs} {what}, shorter loops")
+    parser.add_argument("--quick", action="store_true", help=f"shorter loops; {what}: {quick_runs}")
     parser.set_defaults(runs_default=(runs, quick_runs))
     return parser
 
