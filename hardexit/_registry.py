@@ -285,6 +285,9 @@ class Registry:
             self.dirty = False
             try:
                 self._sync()
+            except BaseException:
+                self.dirty = True  # still to apply: the watchdog reconciles it
+                raise
             finally:
                 self.applying = False
 

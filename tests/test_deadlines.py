@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .support import WEDGES, assert_exited_by_deadline, run
+import pytest
+
+from .support import SLACK, WEDGES, assert_exited_by_deadline, run
 
 WEDGE = WEDGES["native_gil_held"]  # so that the backstop is what fires
 
@@ -53,6 +55,35 @@ def test_moving_a_deadline_later_and_earlier() -> None:
     )
     assert earlier.exit_code == 42
     assert earlier.after_arm is not None and 0.5 <= earlier.after_arm <= 1.5
+
+
+@pytest.mark.parametrize("wedge", ["native_gil_held", "native_gil_released"])
+def test_a_deadline_moved_into_the_past_exits_now_with_its_code(wedge: str) -> None:
+    # Every stage is then due at once; the kernel's SIGKILL must not beat the exit.
+    result = run(
+        f"""
+        guard = hardexit.arm_hard_exit(30, exit_code=42)
+        guard.deadline = time.monotonic() - 5
+        {WEDGES[wedge]}
+        """
+    )
+    assert result.exit_code == 42, result
+    assert result.after_arm is not None and result.after_arm <= SLACK, result
+
+
+def test_among_ten_thousand_moved_deadlines_the_earliest_fires_on_time() -> None:
+    result = run(
+        f"""
+        guards = [hardexit.arm_hard_exit(60, exit_code=i % 200) for i in range(10_000)]
+        start = guards[0].armed_at
+        for i, guard in reversed(list(enumerate(guards))):  # each move comes first
+            guard.deadline = start + 3 + i * 1e-4
+        guards[7_777].deadline = start + 1.5
+        {WEDGE}
+        """
+    )
+    assert result.exit_code == 7_777 % 200, result
+    assert result.after_arm is not None and 1.5 <= result.after_arm <= 1.5 + SLACK, result
 
 
 def test_timeout_from_the_environment_and_the_module_attribute() -> None:

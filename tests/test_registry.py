@@ -1,8 +1,9 @@
 """Guarantee 5, the deadline rules (README, "Deadline rules"), in process, with a fake clock.
 
 A :class:`Registry` is built with a recording backstop and a watchdog starter
-that starts nothing, so each rule is checked in microseconds.  What only a
-real process can show (the exit itself) stays in the end-to-end tests.
+that starts nothing, so each rule is checked in microseconds, and the
+decision to fire is asked of it as the watchdog asks it (``next_step()``).
+What only a real process can show (the exit itself) is in test_deadlines.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from hardexit._registry import HardExit, Registry
+from hardexit._registry import Fire, HardExit, Registry
 
 
 class Clock:
@@ -32,9 +33,10 @@ class RecordingBackstop:
         self.due: tuple[float, int, bool] | None = None  # what would fire now
         self.prepared: list[int] = []
         self.calls: list[str] = []
-        self.fail_next: BaseException | None = None
+        self.failures: list[BaseException] = []  # raised by the next calls, in turn
         self.during_schedule: Callable[[], object] | None = None
         self.watchdog: int | None = None
+        self.reporting: tuple[float, int] | None = None
 
     def prepare(self, exit_code: int) -> None:
         self._maybe_fail()
@@ -52,6 +54,8 @@ class RecordingBackstop:
         self.due = (deadline, exit_code, watched)
 
     def begin_report(self, deadline: float, exit_code: int) -> tuple[bool, bool]:
+        self.calls.append("begin_report")
+        self.reporting = (deadline, exit_code)
         return True, False
 
     def clear(self) -> None:
@@ -63,9 +67,8 @@ class RecordingBackstop:
         pass
 
     def _maybe_fail(self) -> None:
-        if self.fail_next is not None:
-            failure, self.fail_next = self.fail_next, None
-            raise failure
+        if self.failures:
+            raise self.failures.pop(0)
 
 
 class Watchdogs:
@@ -102,20 +105,39 @@ def registry(backstop: RecordingBackstop, watchdogs: Watchdogs, clock: Clock) ->
     return Registry(backstop, watchdogs, clock)  # type: ignore[arg-type]
 
 
+def fires(registry: Registry) -> Fire:
+    """What the watchdog is told now, which must be to fire."""
+    step = registry.next_step()
+    assert isinstance(step, Fire), f"the watchdog is told to look again at {step}"
+    return step
+
+
+# -- the earliest fires -------------------------------------------------------
+
+
 def test_the_earliest_deadline_fires_with_its_exit_code(
-    registry: Registry, backstop: RecordingBackstop
+    registry: Registry, backstop: RecordingBackstop, clock: Clock
 ) -> None:
     registry.arm(30, 1, None)
     assert backstop.due == (130.0, 1, True)
-    registry.arm(10, 2, None)
+    early = registry.arm(10, 2, None)
     assert backstop.due == (110.0, 2, True)
     registry.arm(20, 3, None)
     assert backstop.due == (110.0, 2, True)
     assert sorted(backstop.prepared) == [1, 2, 3]  # every exit code's timer, made on arm
+    assert registry.next_step() == 110.0  # the watchdog sleeps until then
+    clock.now = 110.0
+    step = fires(registry)
+    assert step.guard is early and step.guard.exit_code == 2 and step.fired_at == 110.0
+    assert backstop.reporting == (110.0, 2)  # the kernel now bounds the report
+
+
+def test_nothing_armed_means_sleep_until_woken(registry: Registry) -> None:
+    assert registry.next_step() == float("inf")
 
 
 def test_a_tie_goes_to_the_guard_armed_first(
-    registry: Registry, backstop: RecordingBackstop
+    registry: Registry, backstop: RecordingBackstop, clock: Clock
 ) -> None:
     first = registry.arm(10, 1, None)
     second = registry.arm(10, 2, None)
@@ -123,22 +145,64 @@ def test_a_tie_goes_to_the_guard_armed_first(
     assert registry.due() is first
     registry.cancel(first)
     assert registry.due() is second and backstop.due == (110.0, 2, True)
+    clock.now = 110.0
+    assert fires(registry).guard is second
+
+
+def test_ten_thousand_guards_moved_the_earliest_fires(
+    registry: Registry, backstop: RecordingBackstop, clock: Clock
+) -> None:
+    guards = [registry.arm(1000 + i, i % 200, None) for i in range(10_000)]
+    for i, guard in enumerate(reversed(guards)):
+        guard.deadline = 200.0 + i  # the last armed now comes first
+    assert backstop.due == (200.0, guards[-1].exit_code, True)
+    clock.now = 199.0
+    assert registry.next_step() == 200.0
+    clock.now = 200.0
+    assert fires(registry).guard is guards[-1]
+
+
+# -- cancel withdraws one promise ---------------------------------------------
 
 
 def test_cancel_withdraws_only_that_promise(
-    registry: Registry, backstop: RecordingBackstop
+    registry: Registry, backstop: RecordingBackstop, clock: Clock
 ) -> None:
     late = registry.arm(30, 1, None)
     early = registry.arm(10, 2, None)
     assert registry.cancel(early) is True
     assert backstop.due == (130.0, 1, True)
     assert registry.cancel(early) is False  # only once
-    assert registry.cancel(late) is True
+    clock.now = 110.0
+    assert registry.next_step() == 130.0  # the cancelled deadline passes: nothing fires
+    clock.now = 130.0
+    assert fires(registry).guard is late
+
+
+def test_the_last_cancel_clears_the_backstop(
+    registry: Registry, backstop: RecordingBackstop, clock: Clock
+) -> None:
+    guard = registry.arm(10, 1, None)
+    assert registry.cancel(guard) is True
     assert backstop.due is None
+    clock.now = 500.0
+    assert registry.next_step() == float("inf")
+
+
+def test_cancelled_guards_do_not_pile_up(registry: Registry) -> None:
+    keeper = registry.arm(1, 0, None)  # the earliest: every other entry is below it
+    for _ in range(3):
+        for guard in [registry.arm(10 + i, 0, None) for i in range(1000)]:
+            registry.cancel(guard)
+    assert len(registry.heap) < 200  # cancelled entries are dropped in bulk, not kept
+    assert registry.due() is keeper
+
+
+# -- a deadline moves both ways -------------------------------------------------
 
 
 def test_a_deadline_moves_both_ways_and_the_earliest_still_wins(
-    registry: Registry, backstop: RecordingBackstop
+    registry: Registry, backstop: RecordingBackstop, clock: Clock
 ) -> None:
     guard = registry.arm(10, 1, None)
     other = registry.arm(20, 2, None)
@@ -146,8 +210,36 @@ def test_a_deadline_moves_both_ways_and_the_earliest_still_wins(
     assert backstop.due == (120.0, 2, True)
     registry.move(guard, 105.0)  # earlier
     assert backstop.due == (105.0, 1, True)
-    registry.cancel(other)
-    registry.cancel(guard)
+    registry.move(guard, 120.0)  # a tie with the other: the first armed still comes first
+    clock.now = 120.0
+    assert fires(registry).guard is guard
+    assert other.exit_code == 2
+
+
+def test_a_deadline_moved_into_the_past_fires_at_once(
+    registry: Registry, backstop: RecordingBackstop, clock: Clock
+) -> None:
+    registry.arm(30, 1, None)
+    guard = registry.arm(60, 7, None)
+    registry.move(guard, 95.0)  # "exit now, with my code"
+    assert backstop.due == (95.0, 7, True)  # the backstop starts its stages from now
+    step = fires(registry)
+    assert step.guard is guard and step.fired_at == 100.0
+
+
+def test_an_earlier_deadline_wakes_the_watchdog(registry: Registry, clock: Clock) -> None:
+    registry.arm(30, 1, None)
+    assert registry.next_step() == 130.0  # the watchdog goes to sleep until then
+    registry.sleep(0)  # it takes the wake-up the first arm left for it
+    assert registry.wake.locked()
+    registry.arm(60, 2, None)
+    assert registry.wake.locked()  # later: no need to wake it
+    registry.arm(10, 3, None)
+    assert not registry.wake.locked()  # earlier: it wakes and looks again
+    assert registry.next_step() == 110.0
+
+
+# -- once the deadline has passed, the exit is under way -------------------------
 
 
 def test_after_its_deadline_a_guard_cannot_be_cancelled_or_moved(
@@ -158,16 +250,27 @@ def test_after_its_deadline_a_guard_cannot_be_cancelled_or_moved(
     assert registry.cancel(guard) is False
     registry.move(guard, 500.0)
     assert guard.deadline == 110.0 and backstop.due == (110.0, 1, True)
+    assert fires(registry).guard is guard  # even before the watchdog has looked
 
 
-def test_while_firing_cancel_says_false(registry: Registry) -> None:
+def test_once_firing_nothing_changes_the_exit(
+    registry: Registry, backstop: RecordingBackstop, clock: Clock
+) -> None:
     guard = registry.arm(10, 1, None)
-    registry.firing = guard
-    assert registry.cancel(guard) is False
+    later = registry.arm(20, 2, None)
+    clock.now = 110.0
+    assert fires(registry).guard is guard
+    calls = len(backstop.calls)
+    assert registry.cancel(later) is False  # the exit is under way
+    registry.move(later, 105.0)
+    earlier = registry.arm(1, 3, None)  # armed, but the first decision stands
+    assert earlier.armed and later.deadline == 120.0
+    assert backstop.calls[calls:] == [] and backstop.reporting == (110.0, 1)
+    assert registry.next_step() == float("inf")  # one fire per process
 
 
 def test_an_inert_guard_never_reaches_the_backstop(
-    registry: Registry, backstop: RecordingBackstop
+    registry: Registry, backstop: RecordingBackstop, clock: Clock
 ) -> None:
     from hardexit.testing import set_testing
 
@@ -176,9 +279,15 @@ def test_an_inert_guard_never_reaches_the_backstop(
     with set_testing(True):
         inert = registry.arm(5, 2, None)
     assert backstop.due == (120.0, 1, True) and 2 not in backstop.prepared
+    assert registry.first_deadline() == 105.0  # current_deadline() reports it all the same
+    clock.now = 105.0
+    assert registry.next_step() == 120.0  # it never fires
     assert registry.cancel(inert) is True
     assert len(backstop.calls) == calls  # cancelling it left the live guard's timer alone
     registry.cancel(live)
+
+
+# -- the watchdog ---------------------------------------------------------------
 
 
 def test_one_watchdog_and_only_once_it_is_needed(
@@ -196,7 +305,7 @@ def test_without_a_thread_the_kernel_keeps_the_promise_and_the_next_arm_retries(
 ) -> None:
     watchdogs.fail = True
     guard = registry.arm(10, 1, None)
-    assert guard._state == "armed"
+    assert guard.armed
     assert backstop.due == (110.0, 1, False)  # unwatched: the kernel exits at the deadline
     watchdogs.fail = False
     other = registry.arm(20, 2, None)
@@ -220,16 +329,19 @@ def test_without_a_thread_or_a_backstop_that_exits_alone_the_arm_raises(
     registry.cancel(guard)
 
 
+# -- failures and re-entry: the heap and the kernel always agree ------------------
+
+
 @pytest.mark.parametrize("failure", [OSError(11, "timer_create failed"), KeyboardInterrupt()])
 def test_an_arm_that_fails_leaves_nothing_armed(
     registry: Registry, backstop: RecordingBackstop, failure: BaseException
 ) -> None:
     standing = registry.arm(30, 1, None)
-    backstop.fail_next = failure
+    backstop.failures = [failure]
     with pytest.raises(type(failure)):
         registry.arm(10, 2, None)
     assert registry.due() is standing and backstop.due == (130.0, 1, True)
-    backstop.fail_next = failure  # the same, failing in prepare()
+    backstop.failures = [failure]  # the same, failing in prepare()
     with pytest.raises(type(failure)):
         registry.arm(5, 3, None)
     assert registry.due() is standing and backstop.due == (130.0, 1, True)
@@ -241,17 +353,17 @@ def test_a_cancel_that_fails_leaves_the_guard_armed_and_the_kernel_agreeing(
     registry: Registry, backstop: RecordingBackstop, failure: BaseException
 ) -> None:
     guard = registry.arm(10, 1, None)
-    backstop.fail_next = failure
+    backstop.failures = [failure]
     with pytest.raises(type(failure)):
         registry.cancel(guard)
-    assert guard._state == "armed" and registry.due() is guard
+    assert guard.armed and registry.due() is guard
     assert backstop.due == (110.0, 1, True)
     assert registry.cancel(guard) is True and backstop.due is None
 
 
 def test_a_move_that_fails_changes_nothing(registry: Registry, backstop: RecordingBackstop) -> None:
     guard = registry.arm(10, 1, None)
-    backstop.fail_next = OSError(22, "timer_settime failed")
+    backstop.failures = [OSError(22, "timer_settime failed")]
     with pytest.raises(OSError):
         registry.move(guard, 105.0)
     assert guard.deadline == 110.0 and backstop.due == (110.0, 1, True)
@@ -284,10 +396,32 @@ def test_a_cancel_reentered_mid_apply_is_applied(
 
 
 def test_the_watchdog_reconciles_what_an_interrupted_undo_left(
-    registry: Registry, backstop: RecordingBackstop
+    registry: Registry, backstop: RecordingBackstop, clock: Clock
 ) -> None:
     guard = registry.arm(10, 1, None)
-    registry.live.remove(guard)  # as if cut short between the list and the kernel
-    registry.dirty = True
-    registry.reconcile()  # what the watchdog does on every wake-up
-    assert backstop.due is None
+    later = registry.arm(20, 2, None)
+    # The cancel fails, then its undo fails too: the kernel is left unapplied.
+    backstop.failures = [OSError(22, "timer_settime failed"), KeyboardInterrupt()]
+    with pytest.raises(KeyboardInterrupt):
+        registry.cancel(guard)
+    assert guard.armed and registry.dirty
+    assert registry.next_step() == 110.0  # what the watchdog does on every wake-up
+    assert not registry.dirty and backstop.due == (110.0, 1, True)
+    clock.now = 110.0
+    assert fires(registry).guard is guard
+    assert later.armed
+
+
+# -- what the rules cost ----------------------------------------------------------
+
+
+def test_thousands_of_moves_and_cancels_keep_the_first_and_leave_no_litter(
+    registry: Registry, backstop: RecordingBackstop
+) -> None:
+    guards = [registry.arm(100 + i, 0, None) for i in range(10_000)]
+    for guard in guards[1:]:  # none of them comes first
+        registry.move(guard, guard.deadline + 1)
+    for guard in guards[1:]:
+        registry.cancel(guard)
+    assert registry.due() is guards[0] and backstop.due == (200.0, 0, True)
+    assert len(registry.heap) < 200  # the stale entries were dropped
