@@ -165,18 +165,6 @@ def test_handle_reads_and_moves_its_deadline() -> None:
 
 
 @pytest.mark.usefixtures("inert")
-def test_earliest_deadline_wins_and_cancel_leaves_the_others() -> None:
-    late = hardexit.arm_hard_exit(30)
-    early = hardexit.arm_hard_exit(20)
-    assert hardexit.current_deadline() == early.deadline
-    assert early.cancel()
-    assert late.armed
-    assert hardexit.current_deadline() == late.deadline
-    assert late.cancel()
-    assert hardexit.current_deadline() is None
-
-
-@pytest.mark.usefixtures("inert")
 def test_context_manager_cancels_on_error_too() -> None:
     with pytest.raises(KeyError), hardexit.arm_hard_exit(5) as guard:
         assert guard.armed

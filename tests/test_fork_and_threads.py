@@ -57,10 +57,10 @@ def test_arm_and_cancel_from_many_threads_at_once() -> None:
             rng = random.Random(seed)
             try:
                 for _ in range(500):
-                    # Deadlines honest for a loaded machine: a thread may wait
-                    # a second for the GIL between arming and cancelling.
-                    guard = hardexit.arm_hard_exit(rng.choice([2.0, 3.0, 30]), exit_code=1)
-                    guard.deadline += rng.choice([-1.0, 0.0, 1.0])
+                    # Deadlines no loaded machine can let pass between arm and
+                    # cancel; whether the kernel agrees is read back below.
+                    guard = hardexit.arm_hard_exit(rng.choice([30, 40, 60]), exit_code=1)
+                    guard.deadline += rng.choice([-5.0, 0.0, 5.0])
                     assert guard.cancel()
             except BaseException as exc:
                 errors.append(exc)
@@ -71,9 +71,7 @@ def test_arm_and_cancel_from_many_threads_at_once() -> None:
             t.join()
         assert not errors, errors
         assert hardexit.current_deadline() is None
-        backstop = hardexit._guard._registry.backstop
-        assert backstop._scheduled is None and backstop._armed_exit is None  # cleared
-        time.sleep(0.5)  # nothing that was cancelled fires
+        assert kernel_timers_armed() == 0  # nothing that was cancelled can fire
         # and the guard still works afterwards, armed from another thread
         arm = lambda: hardexit.arm_hard_exit(0.3, exit_code=42)
         threading.Thread(target=arm).start()

@@ -207,7 +207,7 @@ def test_a_keyboard_interrupt_inside_cancel_leaves_state_and_kernel_agreeing() -
         signal.signal(signal.SIGALRM, interrupt)
         signal.setitimer(signal.ITIMER_REAL, 0.00005, 0.00005)
         for _ in range(5000):
-            guard = hardexit.arm_hard_exit(0.5, exit_code=9)
+            guard = hardexit.arm_hard_exit(30, exit_code=9)
             try:
                 inside[0] = True
                 guard.cancel()
@@ -219,7 +219,7 @@ def test_a_keyboard_interrupt_inside_cancel_leaves_state_and_kernel_agreeing() -
                 assert guard.cancel()
         signal.setitimer(signal.ITIMER_REAL, 0)
         assert hardexit.current_deadline() is None
-        time.sleep(1.0)  # past every deadline and backstop ever set
+        assert kernel_timers_armed() == 0  # read back from the kernel
         sys.exit(7)
         """,
         limit=60,

@@ -103,6 +103,30 @@ def churn_arm_and_cancel(n: int) -> "Callable[[], None]":
     return stop
 
 
+def kernel_timers_armed() -> int:
+    """How many of hardexit's kernel timers are armed, read back from the kernel.
+
+    So a test can show that every cancelled deadline is gone from the kernel
+    too, without waiting for one to pass.
+    """
+    import ctypes
+
+    import hardexit
+
+    backstop = hardexit._guard._registry.backstop
+    timers = [*backstop._exit_timers.values(), backstop._kill_timer, backstop._dump_timer]
+    libc = ctypes.CDLL(None, use_errno=True)
+    left = (ctypes.c_long * 4)()  # struct itimerspec: interval, then the time left
+    armed = 0
+    for timer in timers:
+        if timer is None:
+            continue
+        if libc.timer_gettime(timer, left) != 0:
+            raise OSError(ctypes.get_errno(), "timer_gettime")
+        armed += bool(left[2] or left[3])
+    return armed
+
+
 def block_finalization(sleep: "Callable[[float], object]") -> None:
     """Leave ``__main__`` an object whose ``__del__`` calls *sleep* for good.
 
@@ -125,7 +149,13 @@ HELPERS = "\n\n".join(
     [f"FOREVER = {FOREVER}"]
     + [
         inspect.getsource(f)
-        for f in (deadlock_on_mutex, start_busy_threads, churn_arm_and_cancel, block_finalization)
+        for f in (
+            deadlock_on_mutex,
+            start_busy_threads,
+            churn_arm_and_cancel,
+            kernel_timers_armed,
+            block_finalization,
+        )
     ]
 )
 
