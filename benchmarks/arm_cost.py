@@ -240,14 +240,40 @@ def report_scaling(scaling: dict[str, Scaling]) -> list[str]:
     ]
 
 
-def report_goals(arm_cancel: dict[str, ArmCancel]) -> list[str]:
+def report_goals(arm_cancel: dict[str, ArmCancel], scaling: dict[str, Scaling]) -> list[str]:
     verdicts = []
     for python, results in arm_cancel.items():
         where = f" ({python})" if len(arm_cancel) > 1 else ""
         for busy, label in ((False, "idle"), (True, f"{BUSY_THREADS} busy threads")):
             us = statistics.median(results[HARDEXIT, busy][1])
             verdicts.append((us <= 20, f"arm+cancel {label}{where}, median <= 20 µs: {fmt_us(us)}"))
-    return _common.goals(verdicts, "One arm+cancel pair, timeout 10 s.")
+    # Issue 17: thousands of guards cost what one does.
+    for python, result in scaling.items():
+        where = f" ({python})" if len(scaling) > 1 else ""
+        beside = result.beside
+        ratio = statistics.median(beside[str(LIVE[-1])]) / statistics.median(beside["0"])
+        verdicts.append(
+            (
+                ratio <= 2,
+                f"arm+cancel beside {LIVE[-1]:,} guards{where}, <= 2x beside none: x{ratio:.2f}",
+            )
+        )
+        total = statistics.median(result.cancel_all) / 1e9
+        verdicts.append(
+            (
+                total < 0.25,
+                f"cancel {LIVE[-1]:,} guards{where}, random order, < 0.25 s: {total:.3f} s",
+            )
+        )
+        p90_ns = result.threads[2]
+        verdicts.append(
+            (
+                p90_ns < 1e6,
+                f"{ARMING_THREADS} threads beside a CPU-bound one{where}, p90 per pair < 1 ms:"
+                f" {fmt_us(p90_ns / 1e3)}",
+            )
+        )
+    return _common.goals(verdicts, "One arm+cancel pair, timeout 10 s; scaling per interpreter.")
 
 
 def main() -> None:
@@ -264,7 +290,7 @@ def main() -> None:
     arm_cancel = {python: measure_arm_cancel(python, args.quick) for python in pythons}
     scaling = {python: measure_scaling(python, args.quick, args.runs) for python in pythons}
     tables = [report_arm_cancel(results, python) for python, results in arm_cancel.items()]
-    report.print(*tables, report_scaling(scaling), report_goals(arm_cancel))
+    report.print(*tables, report_scaling(scaling), report_goals(arm_cancel, scaling))
 
 
 if __name__ == "__main__":
