@@ -25,8 +25,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from hardexit.testing import run_isolated  # noqa: E402
-from tests.parent_death_harness import reaper  # noqa: E402
+from tests.parent_death_harness import orphan as run_orphan  # noqa: E402
 
 BUDGET, OBSERVE = 1.0, 4.0
 
@@ -54,7 +53,7 @@ def orphan(method: str, pdeathsig: bool) -> str:
     config = {
         "kind": "executor",
         "method": method,
-        "wedge": "gil_held",
+        "wedge": "native_gil_held",
         "timeout": BUDGET,
         "workers": 2,
         "armed": True,
@@ -62,16 +61,14 @@ def orphan(method: str, pdeathsig: bool) -> str:
         "expect": {"worker": 2},
         "observe": OBSERVE,
     }
-    result = run_isolated(reaper, args=[json.dumps(config)], limit=60)
-    outcome = json.loads(result.stdout.splitlines()[-1])
-    killed_at = outcome["killed_at"]
+    outcome = run_orphan(config)
     parts = []
-    for pid, gone_at in outcome["gone_at"].items():
-        status = outcome["status"].get(pid, "reaped by the forkserver")
-        if gone_at is None:
+    for pid, after in ((pid, outcome.after_kill(pid)) for pid in outcome.gone_at):
+        status = outcome.status.get(pid, "reaped by the forkserver")
+        if after is None:
             parts.append(f"alive after {OBSERVE:.0f} s")
         else:
-            parts.append(f"gone at +{gone_at - killed_at:.3f} s, status {status}")
+            parts.append(f"gone at +{after:.3f} s, status {status}")
     return "; ".join(parts)
 
 
