@@ -111,8 +111,9 @@ class ExitWatch:
         for fd in [*self._pidfds, *(also or {})]:
             poller.register(fd, select.POLLIN)
         callbacks = dict(also or {})
-        while self._pidfds and (left := until - time.monotonic()) > 0:
-            for fd, _ in poller.poll(left * 1000):
+        while self._pidfds:
+            left = until - time.monotonic()
+            for fd, _ in poller.poll(max(left, 0) * 1000):  # at least once, past *until* too
                 now = time.monotonic()
                 if fd in callbacks:
                     if not callbacks[fd]():
@@ -122,6 +123,8 @@ class ExitWatch:
                     self.gone_at[self._pidfds.pop(fd)] = now
                     poller.unregister(fd)
                     os.close(fd)
+            if left <= 0:
+                break
         return self.gone_at
 
     def close(self) -> None:
