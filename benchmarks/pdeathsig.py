@@ -17,7 +17,6 @@ with real orphans under a subreaper (tests/parent_death_harness.py):
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
