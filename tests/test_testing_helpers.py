@@ -110,11 +110,11 @@ def test_start_isolated_lets_what_the_child_left_run_on_until_stopped() -> None:
         script(
             """
             orphan = os.fork()
-            if orphan == 0:
-                time.sleep(0.3)
-                os._exit(4)
-            print(orphan, flush=True)
-            sys.exit(3)
+            if orphan:
+                print(orphan, flush=True)
+                sys.exit(3)
+            time.sleep(0.3)  # the orphan
+            os._exit(4)
             """
         ),
         keep_descendants=True,
