@@ -37,12 +37,10 @@ Every child runs in the repository root, so it imports this repository's
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 
-from hardexit.testing import run_isolated
-from tests.parent_death_harness import reaper
+from tests.parent_death_harness import orphan as run_orphan
 
 from . import _common
 from ._common import child_env, run_checked
@@ -127,7 +125,7 @@ def orphan(method: str, pdeathsig: bool) -> str:
     config = {
         "kind": "executor",
         "method": method,
-        "wedge": "gil_held",
+        "wedge": "native_gil_held",
         "timeout": BUDGET,
         "workers": 2,
         "armed": True,
@@ -135,16 +133,14 @@ def orphan(method: str, pdeathsig: bool) -> str:
         "expect": {"worker": 2},
         "observe": OBSERVE,
     }
-    result = run_isolated(reaper, args=[json.dumps(config)], limit=60)
-    outcome = json.loads(result.stdout.splitlines()[-1])
-    killed_at = outcome["killed_at"]
+    outcome = run_orphan(config)
     parts = []
-    for pid, gone_at in outcome["gone_at"].items():
-        status = outcome["status"].get(pid, "reaped by the forkserver")
-        if gone_at is None:
+    for pid, after in ((pid, outcome.after_kill(pid)) for pid in outcome.gone_at):
+        status = outcome.status.get(pid, "reaped by the forkserver")
+        if after is None:
             parts.append(f"alive after {OBSERVE:.0f} s")
         else:
-            parts.append(f"gone at +{gone_at - killed_at:.3f} s, status {status}")
+            parts.append(f"gone at +{after:.3f} s, status {status}")
     return "; ".join(parts)
 
 

@@ -1,12 +1,19 @@
 """The reaper :func:`hardexit.testing.run_isolated` runs its target under.
 
-Usage: ``python -I -S _reaper.py DEADLINE STDOUT_FD STDERR_FD COMMAND...``
+Usage: ``python -I -S _reaper.py DEADLINE STDOUT_FD STDERR_FD KEEP CWD COMMAND...``
 
-Runs COMMAND in a new session, with stdin on /dev/null and stdout and stderr
-on the given fds, until it exits or until DEADLINE (``time.monotonic()``).
-Then it kills the command's process group and every process descended from
-it, reaps them all, and writes one line to its own stdout:
-``EXIT_CODE EXITED_AT TIMED_OUT``.
+Runs COMMAND in a new session, in CWD (``-``: here), with stdin on /dev/null
+and stdout and stderr on the given fds, until it exits or until DEADLINE
+(``time.monotonic()``).  With KEEP ``1``, what it leaves behind runs on after
+it exits, until DEADLINE.  Then it kills the command's process group and
+every process descended from it, and reaps them all.
+
+It writes three lines to its own stdout: ``started PID`` once COMMAND is
+forked; ``exited EXIT_CODE EXITED_AT`` when it exits (``exited - EXITED_AT``
+if it was still running when the wait ended); and last, once everything is
+reaped, ``ended EXIT_CODE TIMED_OUT PID:EXIT_CODE...``: the command's exit
+code, whether it was still running when the wait ended, and the exit code
+of every other process this reaper reaped.
 
 On Linux it is a child subreaper (``PR_SET_CHILD_SUBREAPER``): a process
 whose parent dies is re-parented to it, whatever session or process group
@@ -41,7 +48,8 @@ WATCHED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def main(argv: list[str]) -> None:
-    deadline, stdout_fd, stderr_fd, command = float(argv[1]), int(argv[2]), int(argv[3]), argv[4:]
+    deadline, stdout_fd, stderr_fd = float(argv[1]), int(argv[2]), int(argv[3])
+    keep, cwd, command = argv[4] == "1", argv[5], argv[6:]
     prctl = _load_prctl()
     if prctl is not None:
         prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -55,15 +63,32 @@ def main(argv: list[str]) -> None:
     inherited = {signum: signal.signal(signum, _wake) for signum in WATCHED}
     target = os.fork()
     if target == 0:
-        _exec(command, stdout_fd, stderr_fd, inherited, prctl)
+        _exec(command, cwd, stdout_fd, stderr_fd, inherited, prctl)
     os.close(stdout_fd)
     os.close(stderr_fd)
+    _report(f"started {target}")
     exited_at, timed_out = _wait(target, deadline, wake_r)
-    exit_code = _kill_and_reap_all(target, wake_r)
+    _report(f"exited {'-' if timed_out else _exit_code_of(target)} {exited_at!r}")
+    if keep and not timed_out:
+        _wait(None, deadline, wake_r)
+    exit_code, reaped = _kill_and_reap_all(target, wake_r)
+    _report(
+        " ".join(["ended", str(exit_code), str(int(timed_out))] + [f"{p}:{c}" for p, c in reaped])
+    )
+
+
+def _report(line: str) -> None:
     try:
-        os.write(1, f"{exit_code} {exited_at!r} {int(timed_out)}\n".encode())
+        os.write(1, f"{line}\n".encode())
     except BrokenPipeError:
         pass  # the caller stopped listening (interrupted)
+
+
+def _exit_code_of(target: int) -> int:
+    """The exit code of *target*, which has exited, as Popen.returncode; it stays unreaped."""
+    info = os.waitid(os.P_PID, target, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    assert info is not None
+    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
 
 def _wake(signum: int, frame: object) -> None:
@@ -84,6 +109,7 @@ def _load_prctl() -> Callable[[int, int], int] | None:
 
 def _exec(
     command: list[str],
+    cwd: str,
     stdout_fd: int,
     stderr_fd: int,
     inherited: dict[signal.Signals, Any],
@@ -98,6 +124,8 @@ def _exec(
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
         os.setsid()
+        if cwd != "-":
+            os.chdir(cwd)
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         os.dup2(stdout_fd, 1)
         os.dup2(stderr_fd, 2)
@@ -112,8 +140,11 @@ def _exec(
         os._exit(127)
 
 
-def _wait(target: int, deadline: float, wake_r: int) -> tuple[float, bool]:
-    """Wait for *target* to exit; (when it exited or the wait ended, whether it timed out)."""
+def _wait(target: int | None, deadline: float, wake_r: int) -> tuple[float, bool]:
+    """Wait for *target* to exit; (when it exited or the wait ended, whether it timed out).
+
+    With no *target*, wait until DEADLINE or a request to stop.
+    """
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -126,12 +157,19 @@ def _wait(target: int, deadline: float, wake_r: int) -> tuple[float, bool]:
             if _drain(wake_r) - {signal.SIGCHLD}:
                 return now, True
             # Not reaped yet: its process group stays reserved for the kill.
-            if os.waitid(os.P_PID, target, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            if (
+                target is not None
+                and os.waitid(os.P_PID, target, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+            ):
                 return now, False
 
 
-def _kill_and_reap_all(target: int, wake_r: int) -> int:
-    """Kill *target*, its process group and all our descendants; its exit code."""
+def _kill_and_reap_all(target: int, wake_r: int) -> tuple[int, list[tuple[int, int]]]:
+    """Kill *target*, its process group and all our descendants.
+
+    Returns the exit code of *target*, and the pid and exit code of each other
+    process reaped here.
+    """
     try:
         os.killpg(target, signal.SIGKILL)
     except OSError:
@@ -139,7 +177,8 @@ def _kill_and_reap_all(target: int, wake_r: int) -> int:
     _, status = os.waitpid(target, 0)
     # Whatever the target left behind is now our child (we are a subreaper)
     # or the child of one of our descendants.
-    while _reap_exited_children():
+    reaped: list[tuple[int, int]] = []
+    while _reap_exited_children(reaped):
         for pid in _descendants(os.getpid()):
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -147,17 +186,19 @@ def _kill_and_reap_all(target: int, wake_r: int) -> int:
                 pass
         select.select([wake_r], [], [], 0.1)  # a SIGCHLD, or look again
         _drain(wake_r)
-    return os.waitstatus_to_exitcode(status)
+    return os.waitstatus_to_exitcode(status), reaped
 
 
-def _reap_exited_children() -> bool:
-    """Reap every child that has exited; whether any child is left."""
+def _reap_exited_children(reaped: list[tuple[int, int]]) -> bool:
+    """Reap every child that has exited, into *reaped*; whether any child is left."""
     try:
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
+        while True:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if not pid:
+                return True
+            reaped.append((pid, os.waitstatus_to_exitcode(status)))
     except ChildProcessError:
         return False
-    return True
 
 
 def _descendants(root: int) -> list[int]:

@@ -10,11 +10,13 @@ the :class:`Scenario` says.  The job's :func:`entrypoint` below calls
 Both sides append events as JSON lines to one file; their ``mono`` times
 are ``time.monotonic()``, one clock for every process on the machine.  The
 supervisor's log (livekit's, and the job child's records it forwards) and
-the job child's fd 2 go to ``supervisor.log``.
+the job child's fd 2 go to the supervisor's stderr.
 
-:func:`launch` runs the supervisor in its own session, so the worker, the
-forkserver and the job child share a process group that is killed when the
-test ends, whatever happened.
+:func:`launch` runs the supervisor through the tests' one harness
+(``hardexit.testing.start_isolated``): in its own session, under a
+subreaper that adopts a job child orphaned by its worker's death, and kills
+and reaps the worker, the forkserver and the job child when the test ends,
+whatever happened.
 
 It drives every livekit-agents release from 1.0: :func:`job_executor` and
 :func:`running_job_info` (``benchmarks/fleet.py`` uses them too) give each
@@ -41,7 +43,6 @@ import multiprocessing
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -49,7 +50,7 @@ from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psutil
+from hardexit.testing import IsolatedProcess, start_isolated
 
 from . import wedges
 
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
     from livekit.agents import JobContext, JobProcess
     from livekit.agents.job import RunningJobInfo
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 JOB_ID = "AJ_harness"
 
 
@@ -369,8 +369,9 @@ async def _child_event(sc: Scenario, ev: str) -> None:
         await asyncio.sleep(0.02)
 
 
-def main(scenario_json: str) -> None:
-    sc = Scenario(**json.loads(scenario_json))
+def main() -> None:
+    """The supervisor: ``start_isolated(main, args=[scenario_json])``."""
+    sc = Scenario(**json.loads(sys.argv[1]))
     if sc.executor == "process":
         start_forkserver()  # first: it imports livekit's preload while we import livekit
     logging.basicConfig(
@@ -387,10 +388,14 @@ def main(scenario_json: str) -> None:
 class Run:
     """A running supervisor, seen from the test."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], events: Path, log: Path) -> None:
-        self.proc = proc
+    def __init__(self, process: IsolatedProcess, events: Path) -> None:
+        self.process = process
         self.events_path = events
-        self.log_path = log
+
+    @property
+    def pid(self) -> int:
+        """The supervisor's."""
+        return self.process.pid
 
     def events(self) -> list[dict[str, Any]]:
         return read_events(self.events_path)
@@ -415,58 +420,17 @@ class Run:
         return pid
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def alive(pid: int) -> bool:
-    """Running: neither gone nor a zombie waiting to be reaped."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def gone_at(pid: int, until: float) -> float | None:
-    """When *pid* stopped running (monotonic), polling until *until*; None if it still runs."""
-    while time.monotonic() < until:
-        if not alive(pid):
-            return time.monotonic()
-        time.sleep(0.01)
-    return None if alive(pid) else time.monotonic()
+        """The supervisor's log, and the job child's fd 2 (then anything on stdout)."""
+        return self.process.stderr + self.process.stdout
 
 
 @contextlib.contextmanager
 def launch(tmp_path: Path, **scenario: Any) -> Iterator[Run]:
     """Start a supervisor for *scenario*; on exit, kill it and everything it started."""
-    events, log = tmp_path / "events.jsonl", tmp_path / "supervisor.log"
+    events = tmp_path / "events.jsonl"
     sc = Scenario(events_path=str(events), **scenario)
-    env = dict(os.environ)
-    # the forkserver's job child imports this module by name to unpickle its functions
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import sys; from tests.livekit_harness import main; main(sys.argv[1])",
-                json.dumps(dataclasses.asdict(sc)),
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: worker, forkserver, job child
-        )
-    try:
-        yield Run(proc, events, log)
-    finally:
-        # The job child stays in the group even when it outlives the supervisor.
-        pids = [e["child_pid"] for e in read_events(events) if e.get("child_pid")]
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                if os.getpgid(pid) == proc.pid:  # not a reused pid
-                    os.kill(pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    # A job child orphaned by its worker's death runs on until the test is done.
+    with start_isolated(
+        main, args=[json.dumps(dataclasses.asdict(sc))], limit=120, keep_descendants=True
+    ) as process:
+        yield Run(process, events)

@@ -1,20 +1,20 @@
 """Orphan real workers, and time how long each outlives its parent.
 
-Three processes deep, so that nothing outlives a test:
+:func:`orphan` runs three processes deep, through the tests' one harness:
 
-- the *reaper* (run through ``hardexit.testing.run_isolated``, in its own
-  process group) makes itself a child subreaper, so every orphan below it is
-  re-parented to it instead of to init;
-- the *parent* it starts builds the scenario (a pool, a ``subprocess``
-  child, ...) and sleeps;
+- the *conductor* runs under ``hardexit.testing.run_isolated``, whose
+  subreaper adopts every orphan below it (instead of init), reaps it and
+  reports its exit code (``IsolatedRun.reaped``), and kills whatever is
+  left once the conductor is done;
+- the *parent* the conductor starts builds the scenario (a pool, a
+  ``subprocess`` child, ...) and sleeps;
 - each *worker* prints ``worker <pid> <time.monotonic()>`` on the inherited
-  stdout just before it wedges.
+  stdout just before it wedges, as tests/wedges.py's wedge of that name.
 
-Once the expected workers have reported, the reaper SIGKILLs the parent and
-watches each worker's pidfd (pidfds work for any process, not only
-children) until it exits or the observation window closes.  Then it kills
-whatever is left, reaps everything, and prints one JSON line.  run_isolated
-kills the reaper's process group afterwards too.
+Once the expected workers have reported, the conductor SIGKILLs the parent
+and watches each worker's pidfd (pidfds work for any process, not only
+children: ``tests.support.ExitWatch``) until it exits or the observation
+window closes, then prints one JSON line.
 """
 
 from __future__ import annotations
@@ -30,16 +30,11 @@ import time
 from typing import Any
 
 import hardexit
+from hardexit.testing import run_isolated
 
-PR_SET_CHILD_SUBREAPER = 36
+from . import wedges
+from .support import ExitWatch, thread_count
 
-# What a worker does once it has reported, by name.
-WEDGES = {
-    "native_gil_released": "ctypes.CDLL(None).sleep(60)",
-    # Holds the GIL for 3 s (no Python thread runs), then waits without it.
-    "gil_held_3s": "ctypes.PyDLL(None).sleep(3); ctypes.CDLL(None).sleep(60)",
-    "gil_held": "ctypes.PyDLL(None).sleep(60)",
-}
 PR_SET_PDEATHSIG = 1
 
 
@@ -48,9 +43,22 @@ def report(*words: object) -> None:
     os.write(1, (" ".join(map(str, words)) + "\n").encode())
 
 
-def report_and_wedge(wedge: str) -> None:
+def wedge(name: str, gil_held_first: float = 0) -> None:
+    """Wedge for good, as tests/wedges.py's wedge *name* does.
+
+    With *gil_held_first*, first hold the GIL that long (no Python thread
+    runs): the native_gil_held wedge, for a while rather than for good.
+    """
+    helpers = {"ctypes": ctypes, **vars(wedges)}
+    if gil_held_first:
+        exec(wedges.NATIVE_GIL_HELD.code, {**helpers, "FOREVER": gil_held_first})
+    [kind] = [kind for kind in wedges.KINDS if kind.name == name]
+    exec(kind.code, helpers)
+
+
+def report_and_wedge(config: dict[str, Any]) -> None:
     report("worker", os.getpid(), time.monotonic())
-    exec(WEDGES[wedge], {"ctypes": ctypes})
+    wedge(config["wedge"], config.get("gil_held_first", 0))
 
 
 # -- worker-side variants of the initializer --------------------------------
@@ -74,7 +82,7 @@ def arm_with_pdeathsig(timeout: float) -> None:
     set_pdeathsig()
 
 
-def arm_after_parent_died(timeout: float, wedge: str) -> None:
+def arm_after_parent_died(timeout: float, config: dict[str, Any]) -> None:
     """A task: wait until the logical parent is dead and reaped, then arm and wedge."""
     import multiprocessing
 
@@ -89,17 +97,17 @@ def arm_after_parent_died(timeout: float, wedge: str) -> None:
         time.sleep(0.01)
     hardexit.arm_on_parent_death(timeout)
     report("armed_at_return", os.getpid(), hardexit.current_deadline() is not None)
-    exec(WEDGES[wedge], {"ctypes": ctypes})
+    wedge(config["wedge"])
 
 
-def fork_then_wedge(timeout: float, wedge: str, child_arms: bool) -> None:
+def fork_then_wedge(timeout: float, config: dict[str, Any], child_arms: bool) -> None:
     """Fork a child (which arms or not), then wedge; both report."""
     if os.fork() == 0:
         if child_arms:
             hardexit.arm_on_parent_death(timeout)
         report("forked_child", os.getpid(), time.monotonic())
-        exec(WEDGES[wedge], {"ctypes": ctypes})
-    report_and_wedge(wedge)
+        wedge(config["wedge"])
+    report_and_wedge(config)
 
 
 # -- the parent --------------------------------------------------------------
@@ -123,19 +131,19 @@ def run_child(config_json: str) -> None:
     config = json.loads(config_json)
     if config.get("no_pidfd"):
         del os.pidfd_open
-    report("threads", len(os.listdir("/proc/self/task")))
+    report("threads", thread_count())
     for call in config["calls"]:
         hardexit.arm_on_parent_death(*call["args"], **call["kwargs"])
-        report("threads", len(os.listdir("/proc/self/task")))
+        report("threads", thread_count())
     if config.get("count_arms"):
         hardexit.instrumentation.set_on_arm_hooks([lambda guard: report("arm", guard.exit_code)])
     if config.get("fork"):
-        fork_then_wedge(config["timeout"], config["wedge"], config["fork"] == "child_arms")
-    report_and_wedge(config["wedge"])
+        fork_then_wedge(config["timeout"], config, config["fork"] == "child_arms")
+    report_and_wedge(config)
 
 
 def run_parent(config: dict[str, Any]) -> None:
-    kind, wedge, timeout = config["kind"], config["wedge"], config["timeout"]
+    kind, timeout = config["kind"], config["timeout"]
     initializer = hardexit.arm_on_parent_death
     if config.get("no_pidfd"):
         initializer = arm_without_pidfd
@@ -148,12 +156,12 @@ def run_parent(config: dict[str, Any]) -> None:
         import functools
         import multiprocessing
 
-        task = functools.partial(report_and_wedge, wedge)
+        task = functools.partial(report_and_wedge, config)
         if config.get("race"):  # the workers arm only once the parent is dead
-            task = functools.partial(arm_after_parent_died, timeout, wedge)
+            task = functools.partial(arm_after_parent_died, timeout, config)
         elif config.get("fork"):
             task = functools.partial(
-                fork_then_wedge, timeout, wedge, config["fork"] == "child_arms"
+                fork_then_wedge, timeout, config, config["fork"] == "child_arms"
             )
         executor = concurrent.futures.ProcessPoolExecutor(
             config["workers"],
@@ -173,21 +181,73 @@ def run_parent(config: dict[str, Any]) -> None:
             config["workers"], initializer=initializer, initargs=(timeout,)
         )
         for _ in range(config["workers"]):
-            pool.apply_async(report_and_wedge, (wedge,))
+            pool.apply_async(report_and_wedge, (config,))
     else:
         raise ValueError(kind)
     time.sleep(120)
 
 
-# -- the reaper ---------------------------------------------------------------
+# -- the conductor, and the test's side -------------------------------------
 
 
-def reaper() -> None:
-    """``run_isolated(reaper, args=[config_json])``: prints the outcome as JSON."""
+class Outcome:
+    """What :func:`orphan` saw: when each worker exited, with what code, what all reported."""
+
+    def __init__(self, report: dict[str, Any], reaped: dict[int, int], stderr: str) -> None:
+        self.killed_at: float = report["killed_at"]
+        self.parent_pid: int = report["parent_pid"]
+        self.gone_at: dict[int, float | None] = {int(p): t for p, t in report["gone_at"].items()}
+        #: The exit code of each orphan, as run_isolated's subreaper reaped it.
+        self.status = reaped
+        self.lines: list[list[str]] = report["lines"]
+        self.stderr = stderr
+
+    def pids(self, word: str) -> list[int]:
+        return [int(words[1]) for words in self.lines if words[0] == word]
+
+    def words(self, word: str) -> list[list[str]]:
+        return [words[1:] for words in self.lines if words[0] == word]
+
+    def after_kill(self, pid: int) -> float | None:
+        gone = self.gone_at[pid]
+        return None if gone is None else gone - self.killed_at
+
+    def __repr__(self) -> str:
+        after = {pid: self.after_kill(pid) for pid in self.gone_at}
+        return (
+            f"Outcome(gone after kill={after}, status={self.status}, stderr={self.stderr[-2000:]})"
+        )
+
+
+def orphan(config: dict[str, Any]) -> Outcome:
+    """Run the scenario *config* says; its parent is SIGKILLed once its workers report."""
+    result = run_isolated(conduct, args=[json.dumps(config)], limit=60)
+    assert result.exit_code == 0 and not result.timed_out, result
+    return Outcome(json.loads(result.stdout.splitlines()[-1]), result.reaped, result.stderr)
+
+
+class Lines:
+    """The words of each line read from *fd*, as they come."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.words: list[list[str]] = []
+        self._buffer = b""
+
+    def read(self) -> bool:
+        """Read what is there; False at end of file."""
+        chunk = os.read(self.fd, 4096)
+        *complete, self._buffer = (self._buffer + chunk).split(b"\n")
+        self.words.extend(line.decode().split() for line in complete)
+        return bool(chunk)
+
+    def count(self, word: str) -> int:
+        return sum(1 for words in self.words if words[0] == word)
+
+
+def conduct() -> None:
+    """``run_isolated(conduct, args=[config_json])``: prints the outcome as JSON."""
     config = json.loads(sys.argv[1])
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
     parent = subprocess.Popen(
         [
             sys.executable,
@@ -199,120 +259,29 @@ def reaper() -> None:
         stdout=subprocess.PIPE,
     )
     assert parent.stdout is not None
-    lines: list[list[str]] = []
-    pidfds: dict[int, int] = {}
-    try:
-        read_until(
-            parent.stdout.fileno(),
-            lines,
-            lambda: all(count(lines, word) >= n for word, n in config["expect"].items()),
-            30,
-        )
-        for words in lines:
-            if words[0] in ("worker", "forked_child"):
-                pidfds[int(words[1])] = os.pidfd_open(int(words[1]))
+    lines = Lines(parent.stdout.fileno())
+    end = time.monotonic() + 30
+    while not all(lines.count(word) >= n for word, n in config["expect"].items()):
+        ready, _, _ = select.select([lines.fd], [], [], end - time.monotonic())
+        if not ready:
+            raise TimeoutError(f"the parent reported only {lines.words}")
+        if not lines.read():
+            raise EOFError(f"the parent's stdout closed after {lines.words}")
+    watched = [int(words[1]) for words in lines.words if words[0] in ("worker", "forked_child")]
+    with ExitWatch(watched) as watch:
         time.sleep(0.3)  # let the workers enter their wedge
         killed_at = time.monotonic()
         parent.kill()
         parent.wait()
-        gone_at = watch_exits(pidfds, killed_at + config["observe"], parent.stdout.fileno(), lines)
-    finally:
-        for pid in pidfds:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        statuses = reap_all()
+        # What is left when this returns, run_isolated kills and reaps.
+        gone_at = watch.wait(killed_at + config["observe"], also={lines.fd: lines.read})
     print(
         json.dumps(
             {
                 "killed_at": killed_at,
                 "parent_pid": parent.pid,
-                "gone_at": {str(pid): gone_at.get(pid) for pid in pidfds},
-                "status": {str(pid): status for pid, status in statuses.items()},
-                "lines": lines,
+                "gone_at": {str(pid): gone_at.get(pid) for pid in watched},
+                "lines": lines.words,
             }
         )
     )
-
-
-def count(lines: list[list[str]], word: str) -> int:
-    return sum(1 for words in lines if words[0] == word)
-
-
-def read_until(fd: int, lines: list[list[str]], done: Any, limit: float) -> None:
-    end = time.monotonic() + limit
-    buffer = b""
-    while not done():
-        ready, _, _ = select.select([fd], [], [], end - time.monotonic())
-        if not ready:
-            raise TimeoutError(f"the parent reported only {lines}")
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            raise EOFError(f"the parent's stdout closed after {lines}")
-        buffer += chunk
-        *complete, buffer = buffer.split(b"\n")
-        lines.extend(line.decode().split() for line in complete)
-
-
-def watch_exits(
-    pidfds: dict[int, int], until: float, stdout: int, lines: list[list[str]]
-) -> dict[int, float]:
-    """When each watched process exited, until *until* or until all have; keep reading stdout."""
-    poller = select.poll()
-    for pidfd in pidfds.values():
-        poller.register(pidfd, select.POLLIN)
-    poller.register(stdout, select.POLLIN)
-    by_fd = {pidfd: pid for pid, pidfd in pidfds.items()}
-    gone_at: dict[int, float] = {}
-    buffer = b""
-    while len(gone_at) < len(pidfds) and (left := until - time.monotonic()) > 0:
-        for fd, _ in poller.poll(left * 1000):
-            now = time.monotonic()
-            if fd == stdout:
-                chunk = os.read(stdout, 4096)
-                if not chunk:
-                    poller.unregister(stdout)
-                buffer += chunk
-                *complete, buffer = buffer.split(b"\n")
-                lines.extend(line.decode().split() for line in complete)
-            else:
-                gone_at[by_fd[fd]] = now
-                poller.unregister(fd)
-    return gone_at
-
-
-def reap_all() -> dict[int, int]:
-    """Kill and reap every process left below us; the exit status of each."""
-    statuses: dict[int, int] = {}
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
-        if pid == 0:
-            for child in children():
-                try:
-                    os.kill(child, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.01)
-            continue
-        statuses[pid] = os.waitstatus_to_exitcode(status)
-    return statuses
-
-
-def children() -> list[int]:
-    me = str(os.getpid())
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            if stat.rpartition(")")[2].split()[1] == me:
-                found.append(int(entry))
-    return found

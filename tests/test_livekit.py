@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from .livekit_harness import JOB_ID, LIVEKIT, Run, gone_at, launch
-from .support import SLACK
+from .livekit_harness import JOB_ID, LIVEKIT, Run, launch
+from .support import SLACK, gone_at
 
 # Each run starts a forkserver with livekit's preload: about 3 s before the job runs.
 pytestmark = pytest.mark.timeout(60)
@@ -58,6 +58,18 @@ def assert_exit_code(run: Run) -> None:
     assert run.event("exited", timeout=10)["exitcode"] == EXIT_CODE, run.log()
 
 
+def assert_bounded_iff_guarded(run: Run, guarded: bool, *, began: str, armed: str) -> None:
+    """Armed by its *armed* event iff *guarded*; then gone in budget from its *began*
+    event with EXIT_CODE, and unguarded, still alive when it would have been gone."""
+    start = run.event(began)["mono"]
+    assert (run.event(armed)["deadline"] is not None) is guarded
+    if not guarded:
+        assert_still_alive(run, start)
+        return
+    assert_gone_in_budget(run, start)
+    assert_exit_code(run)
+
+
 def assert_records_forwarded(run: Run, reason: str, backlog: int) -> None:
     """The child's queued records and its ``hardexit`` record reached the supervisor's log.
 
@@ -89,14 +101,9 @@ def test_ctx_shutdown_with_a_shutdown_callback_that_awaits_forever(
     with launch_job(
         tmp_path, guarded, trigger="ctx_shutdown", shutdown_cb="hang", log_backlog=backlog
     ) as run:
-        began = run.event("ctx_shutdown")["mono"]
-        assert (run.event("shutdown_cb")["deadline"] is not None) is guarded
-        if not guarded:
-            assert_still_alive(run, began)
-            return
-        assert_gone_in_budget(run, began)
-        assert_exit_code(run)
-        assert_records_forwarded(run, "shutdown: harness", backlog)
+        assert_bounded_iff_guarded(run, guarded, began="ctx_shutdown", armed="shutdown_cb")
+        if guarded:
+            assert_records_forwarded(run, "shutdown: harness", backlog)
 
 
 def test_room_disconnect_starts_the_budget_too(tmp_path: Path) -> None:
@@ -134,13 +141,7 @@ def test_supervisor_aclose_with_a_shutdown_callback_deadlocked_in_native_code(
         action="aclose",
         close_timeout=10.0,
     ) as run:
-        began = run.event("aclose")["mono"]
-        assert (run.event("shutdown_cb")["deadline"] is not None) is guarded
-        if not guarded:
-            assert_still_alive(run, began)
-            return
-        assert_gone_in_budget(run, began)
-        assert_exit_code(run)
+        assert_bounded_iff_guarded(run, guarded, began="aclose", armed="shutdown_cb")
 
 
 @pytest.mark.parametrize(
@@ -156,14 +157,9 @@ def test_on_session_end_that_never_returns(tmp_path: Path, session_end: str, gua
     with launch_job(
         tmp_path, guarded, trigger="ctx_shutdown", session_end=session_end, shutdown_cb="quick"
     ) as run:
-        began = run.event("ctx_shutdown")["mono"]
-        assert (run.event("session_end")["deadline"] is not None) is guarded
-        if not guarded:
-            assert_still_alive(run, began)
-            return
-        assert_gone_in_budget(run, began)
-        assert_exit_code(run)
-        assert "shutdown_cb" not in [e["ev"] for e in run.events()]
+        assert_bounded_iff_guarded(run, guarded, began="ctx_shutdown", armed="session_end")
+        if guarded:
+            assert "shutdown_cb" not in [e["ev"] for e in run.events()]
 
 
 @guarded_or_not
@@ -176,7 +172,7 @@ def test_worker_sigkilled_while_the_job_child_is_wedged_in_native_code(
         tmp_path, guarded, trigger="none", entrypoint="deadlock", action="kill_worker"
     ) as run:
         assert run.event("wedging")["deadline"] is None
-        assert run.proc.wait(timeout=30) == -9
+        assert run.process.wait_exit(timeout=30) == -9
         killed = run.event("kill_worker")["mono"]
         if not guarded:
             assert_still_alive(run, killed)  # an orphan, deadlocked for good
@@ -212,7 +208,7 @@ def test_thread_executor_warns_once_and_arms_nothing(tmp_path: Path) -> None:
         assert run.event("entrypoint")["executor"] == "thread"
         began = run.event("ctx_shutdown")["mono"]
         assert run.event("shutdown_cb")["deadline"] is None
-        assert gone_at(run.proc.pid, began + GONE_BY) is None, run.log()
+        assert gone_at(run.pid, began + GONE_BY) is None, run.log()
         warnings = [line for line in run.log().splitlines() if "arms nothing" in line]
         assert len(warnings) == 1, run.log()
         assert "hardexit.livekit WARNING" in warnings[0]

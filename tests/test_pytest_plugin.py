@@ -1,45 +1,44 @@
 """The pytest plugin, in real pytest sessions that really wedge after their verdict.
 
-Each session is a fresh ``python -m pytest`` in its own process group (killed
-in teardown), in a temporary directory with its own pytest.ini, so this
-repository's configuration does not leak in.  Times are measured from the
-moment the session's verdict line reaches us to the moment the process is
-reaped.
+Each session is a fresh ``python -m pytest`` run through the tests' one
+harness (``hardexit.testing.start_isolated``: its own session, everything it
+starts killed and reaped in teardown), in a temporary directory with its own
+pytest.ini, so this repository's configuration does not leak in.  Times are
+measured from the moment the session's verdict line is seen to the moment
+the process exits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import re
-import signal
-import subprocess
-import sys
 import textwrap
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-import hardexit
 from hardexit.pytest_plugin import ACCEPTED, parse_seconds
+from hardexit.testing import IsolatedProcess, IsolatedRun, start_isolated
 
-from .support import modules_loaded_by
+from .support import SLACK, modules_loaded_by
 
 # Real pytest sessions: pytest's behaviour more than the interpreter's.
 pytestmark = pytest.mark.once
 
 BUDGET = 1.0
-# Past the budget, from the verdict line to the exit, on a loaded 2-core machine.
-SLACK = 2.0
+# The plugin arms in pytest's last hook, after the summary line is printed; on a
+# loaded 2-core machine pytest's own teardown in between may take this long.
+VERDICT_TO_ARM = 1.0
+# Past the budget, from the verdict line to the exit.
+LATE = VERDICT_TO_ARM + SLACK
 # A session that is still running this long after its verdict wedged.
-CONTROL_WAIT = BUDGET + SLACK
+CONTROL_WAIT = BUDGET + LATE
 # Anything longer means the session is stuck somewhere no test expects.
 LIMIT = 60.0
-
-ROOT = Path(hardexit.__file__).resolve().parent.parent
 
 
 def _registered_by_entry_point() -> bool:
@@ -109,44 +108,55 @@ WEDGES = {
 
 
 class Session:
-    """A running ``python -m pytest``; its output lines are timestamped as they arrive."""
+    """A pytest session started by :func:`start_session`, running or not.
 
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.started = time.monotonic()
-        self.lines: list[tuple[float, str]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+    Its verdict line is timestamped when first seen: stdout is looked at
+    every 10 ms while a test waits on the session.
+    """
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append((time.monotonic(), line.rstrip("\n")))
+    def __init__(self, process: IsolatedProcess) -> None:
+        self.process = process
+        self.verdict_at: float | None = None
 
-    def wait(self, timeout: float) -> float | None:
-        """When it exited, or None if it is still running after *timeout*."""
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        exited = time.monotonic()
-        self._reader.join(5)
-        return exited
+    def wait(self, timeout: float) -> IsolatedRun | None:
+        """How it ended, or None if it is still running after *timeout*."""
+        end = time.monotonic() + timeout
+        while True:
+            result = self.process.wait(max(0.0, min(0.01, end - time.monotonic())))
+            self._look_for_verdict()
+            if result is not None or time.monotonic() >= end:
+                return result
 
     def wait_for_verdict(self, timeout: float) -> float:
-        deadline = time.monotonic() + timeout
-        while True:
-            for when, line in list(self.lines):
-                if VERDICT_LINE.search(line):
-                    return when
-            if not self._reader.is_alive() or time.monotonic() > deadline:
+        """When its verdict line was first seen, waiting for it up to *timeout*."""
+        end = time.monotonic() + timeout
+        while self.verdict_at is None:
+            if self.wait(min(0.01, end - time.monotonic())) is not None or (
+                time.monotonic() >= end
+            ):
                 break  # the output ended without one, or it is late
-            time.sleep(0.01)
-        raise AssertionError(f"no verdict line within {timeout} s:\n{self.output}")
+        if self.verdict_at is None:
+            raise AssertionError(f"no verdict line within {timeout} s:\n{self.output}")
+        return self.verdict_at
+
+    def _look_for_verdict(self) -> None:
+        if self.verdict_at is None and self.verdict is not None:
+            self.verdict_at = time.monotonic()
+
+    @property
+    def verdict(self) -> str | None:
+        """The line the session ended with so far: its summary, or a usage error."""
+        return next((line for line in self.lines if VERDICT_LINE.search(line)), None)
+
+    @property
+    def lines(self) -> list[str]:
+        """What it wrote on stdout so far, line by line."""
+        return self.process.stdout.splitlines()
 
     @property
     def output(self) -> str:
-        return "\n".join(line for _, line in self.lines)
+        """What it wrote so far: stdout, then stderr (the stack dumps)."""
+        return self.process.stdout + self.process.stderr
 
 
 StartSession = Callable[..., Session]
@@ -154,11 +164,17 @@ StartSession = Callable[..., Session]
 
 @pytest.fixture
 def start_session(tmp_path: Path) -> Iterator[StartSession]:
-    """Start a pytest session in *tmp_path*; kill its process group afterwards."""
-    sessions: list[Session] = []
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HARDEXIT_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"  # each line reaches us when it is printed
+    """Start ``python -m pytest`` in *tmp_path*, through the tests' one harness.
+
+    It runs under start_isolated, as the interpreter's own arguments (the
+    child imports nothing first, as ``pytest`` would not), in its own
+    session; every process it started is killed and reaped when the test
+    ends.  This suite's own PYTEST_* and HARDEXIT_* variables do not leak in.
+    """
+    env: dict[str, str | None] = {
+        k: None for k in os.environ if k.startswith(("PYTEST_", "HARDEXIT_"))
+    }
+    env["PYTHONUNBUFFERED"] = "1"  # each line is seen as soon as it is printed
 
     def start(
         files: dict[str, str], *args: str, ini: str = "", backstop: str | None = None
@@ -166,42 +182,34 @@ def start_session(tmp_path: Path) -> Iterator[StartSession]:
         (tmp_path / "pytest.ini").write_text(f"[pytest]\n{ini}\n")
         for name, text in files.items():
             (tmp_path / name).write_text(textwrap.dedent(text))
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-        proc = subprocess.Popen(
-            [*command, *PLUGIN_ARGS, *args],
-            cwd=tmp_path,
-            env=env if backstop is None else {**env, "HARDEXIT_BACKSTOP": backstop},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,  # the stack dump too, in order
-            text=True,
-            start_new_session=True,
+        process = stack.enter_context(
+            start_isolated(
+                ["-m", "pytest", "-q", "-p", "no:cacheprovider", *PLUGIN_ARGS, *args],
+                cwd=tmp_path,
+                env=env if backstop is None else {**env, "HARDEXIT_BACKSTOP": backstop},
+                limit=2 * LIMIT,
+            )
         )
-        sessions.append(Session(proc))
-        return sessions[-1]
+        return Session(process)
 
-    yield start
-    for session in sessions:
-        try:
-            os.killpg(session.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        session.proc.wait()
+    with contextlib.ExitStack() as stack:
+        yield start
 
 
 def assert_exits_within_budget(session: Session, exit_code: int) -> float:
-    """Exited with *exit_code*, no sooner than its budget after its verdict and by BUDGET + SLACK.
+    """Exited with *exit_code*, no sooner than its budget after its verdict and by
+    BUDGET + LATE.
 
     Returns the time from the verdict line to the exit.
     """
     verdict = session.wait_for_verdict(LIMIT)
-    exited = session.wait(LIMIT)
-    assert exited is not None, f"still running {LIMIT} s after its verdict:\n{session.output}"
-    after_verdict = exited - verdict
-    assert session.proc.returncode == exit_code, session.output
+    result = session.wait(LIMIT)
+    assert result is not None, f"still running {LIMIT} s after its verdict:\n{session.output}"
+    after_verdict = result.exited_at - verdict
+    assert result.exit_code == exit_code, session.output
     # It did wedge: a session that exits on its own does so in milliseconds.
     assert after_verdict >= BUDGET - 0.25, f"exited {after_verdict:.3f} s after its verdict"
-    assert after_verdict <= BUDGET + SLACK, f"exited {after_verdict:.3f} s after its verdict"
+    assert after_verdict <= BUDGET + LATE, f"exited {after_verdict:.3f} s after its verdict"
     # The figure docs/pytest.md quotes (pytest -s shows it).
     print(f"exited {after_verdict:.3f} s after its verdict; budget {BUDGET} s")
     return after_verdict
@@ -290,21 +298,23 @@ def test_a_session_that_exits_normally_is_untouched(start_session: StartSession)
     files = {
         "test_plain.py": "def test_passes():\n    print('out')\n\ndef test_fails():\n    1/0\n"
     }
-    plain = start_session(files)
-    plain_exited = plain.wait(LIMIT)
-    guarded = start_session(files, "--hardexit-timeout=30")
-    guarded_exited = guarded.wait(LIMIT)
-    assert plain_exited is not None and guarded_exited is not None
-    assert guarded.proc.returncode == plain.proc.returncode == 1
-    assert _normalized(guarded.output) == _normalized(plain.output)
-    assert guarded_exited - guarded.wait_for_verdict(0) < 5  # did not wait out its 30 s
+    plain_session = start_session(files)
+    plain = plain_session.wait(LIMIT)
+    guarded_session = start_session(files, "--hardexit-timeout=30")
+    guarded = guarded_session.wait(LIMIT)
+    assert plain is not None and guarded is not None
+    assert guarded.exit_code == plain.exit_code == 1
+    assert _normalized(guarded.stdout) == _normalized(plain.stdout)
+    assert guarded.stderr == plain.stderr
+    # did not wait out its 30 s
+    assert guarded.exited_at - guarded_session.wait_for_verdict(0) < 5
 
 
 @pytest.mark.parametrize("value", ["soon", "0", "-1", "nan", "inf", "1e10", ""])
 def test_a_bad_command_line_value_is_a_usage_error(start_session: StartSession, value: str) -> None:
     session = start_session(WEDGES["thread"], f"--hardexit-timeout={value}")
-    assert session.wait(LIMIT) is not None
-    assert session.proc.returncode == 4, session.output
+    result = session.wait(LIMIT)
+    assert result is not None and result.exit_code == 4, session.output
     assert "argument --hardexit-timeout" in session.output
     assert ACCEPTED in session.output
     assert "passed" not in session.output  # no test ran: the thread was never started
@@ -313,8 +323,8 @@ def test_a_bad_command_line_value_is_a_usage_error(start_session: StartSession, 
 @pytest.mark.parametrize("value", ["soon", "0", "-5", "nan", "inf", "1e10"])
 def test_a_bad_ini_value_is_a_usage_error(start_session: StartSession, value: str) -> None:
     session = start_session(WEDGES["thread"], ini=f"hardexit_timeout = {value}")
-    assert session.wait(LIMIT) is not None
-    assert session.proc.returncode == 4, session.output
+    result = session.wait(LIMIT)
+    assert result is not None and result.exit_code == 4, session.output
     assert f"ERROR: ini option hardexit_timeout: {value!r} is " in session.output
     assert ACCEPTED in session.output
     assert "passed" not in session.output
@@ -353,9 +363,10 @@ def test_pytest_timeout_still_fails_a_slow_test(start_session: StartSession, bac
     outcomes = []
     for args in ([], [f"--hardexit-timeout={BUDGET}"]):
         session = start_session(PYTEST_TIMEOUT_FILES, *args, backstop=backstop)
-        assert session.wait(LIMIT) is not None
+        result = session.wait(LIMIT)
+        assert result is not None
         assert "Timeout (>1.0s) from pytest-timeout" in session.output
-        outcomes.append((session.proc.returncode, session.lines[-1][1].split(" in ")[0]))
+        outcomes.append((result.exit_code, session.lines[-1].split(" in ")[0]))
     assert outcomes[0] == outcomes[1] == (1, "1 failed, 1 passed")
 
 
@@ -372,7 +383,8 @@ def test_xdist_workers_wedged_at_exit_are_bounded(start_session: StartSession) -
     }
     session = start_session(files, "-n", "2", f"--hardexit-timeout={BUDGET}")
     assert_exits_within_budget(session, 1)
-    summary = next(line for _, line in session.lines if VERDICT_LINE.search(line))
+    summary = session.verdict
+    assert summary is not None
     assert summary.startswith("1 failed, 4 passed in ")
     session_seconds = float(summary.split(" in ")[1].split("s")[0])
     assert session_seconds < 10, summary  # workers did not wait for xdist to kill them

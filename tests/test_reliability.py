@@ -126,12 +126,9 @@ def dispose_native_resources():
 hardexit.arm_hard_exit(0.5, exit_code=42)
 dispose_native_resources()
 """
-    # In a fresh interpreter of its own: run_isolated's child has imported
-    # hardexit before its target runs, and "before_import" must mean it.
-    result = run_isolated(
-        f"import subprocess, sys\nsys.exit(subprocess.call([sys.executable, '-c', {script!r}]))",
-        limit=30,
-    )
+    # As the interpreter's own arguments: run_isolated's child would import
+    # hardexit before a source target runs, and "before_import" must mean it.
+    result = run_isolated(["-c", script], limit=30)
     assert result.stdout == "True True\n", result
     assert result.exit_code == 42, result
     # Only a real thread, targeted by the kernel, can dump while the GIL is held.

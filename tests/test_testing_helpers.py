@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from hardexit.testing import run_isolated
+from hardexit.testing import run_isolated, start_isolated
 
 from . import isolated_targets
-from .support import SLACK, WEDGES, assert_exited_by_deadline, run
+from .support import SLACK, WEDGES, assert_exited_by_deadline, gone_at, run, script
 
 
 def test_a_guard_armed_in_testing_mode_never_fires_even_after_it_ends() -> None:
@@ -101,6 +101,32 @@ def test_a_daemon_neither_delays_run_isolated_nor_outlives_it() -> None:
     with killed_if_left(int(result.stdout)) as daemon:
         assert returned_after <= 1 + SLACK, f"run_isolated(limit=1) took {returned_after:.1f} s"
         assert gone(daemon), "the daemon outlived run_isolated"
+
+
+def test_start_isolated_lets_what_the_child_left_run_on_until_stopped() -> None:
+    # keep_descendants: the child's exit is known at once; its orphan runs on,
+    # then is reaped by the subreaper, which reports its exit code.
+    with start_isolated(
+        script(
+            """
+            orphan = os.fork()
+            if orphan:
+                print(orphan, flush=True)
+                sys.exit(3)
+            time.sleep(0.3)  # the orphan
+            os._exit(4)
+            """
+        ),
+        keep_descendants=True,
+        limit=10,
+    ) as process:
+        assert process.wait_exit(5) == 3
+        orphan = int(process.stdout)
+        assert process.wait(0) is None  # the orphan still runs
+        assert gone_at(orphan, time.monotonic() + 5) is not None
+        result = process.stop()
+    assert (result.exit_code, result.timed_out) == (3, False)
+    assert result.reaped == {orphan: 4}, result.reaped
 
 
 def test_the_first_arm_is_reported_whatever_the_child_does_with_its_fds(tmp_path: Path) -> None:

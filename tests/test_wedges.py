@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -51,49 +52,35 @@ def test_default_exit_code_is_zero() -> None:
     assert_exited_by_deadline(result, 0)
 
 
-def test_asyncio_await_that_never_resolves() -> None:
-    result = run(
-        f"""
+ASYNCIO_SHUTDOWNS = {
+    "await_that_never_resolves": """
         async def shutdown():
-            hardexit.arm_hard_exit({DEADLINE}, exit_code=42)
+            hardexit.arm_hard_exit({deadline}, exit_code=42)
             await asyncio.get_running_loop().create_future()  # nobody resolves it
-
-        asyncio.run(shutdown())
-        """
-    )
-    assert_exited_by_deadline(result, 42)
-
-
-def test_asyncio_loop_blocked_by_a_sync_call() -> None:
-    result = run(
-        f"""
+        """,
+    "loop_blocked_by_a_sync_call": """
         async def shutdown():
-            hardexit.arm_hard_exit({DEADLINE}, exit_code=42)
+            hardexit.arm_hard_exit({deadline}, exit_code=42)
             time.sleep(60)  # a blocking call on the event loop
-
-        asyncio.run(shutdown())
-        """
-    )
-    assert_exited_by_deadline(result, 42)
-
-
-def test_asyncio_gather_of_shutdown_hooks_one_of_which_hangs() -> None:
-    result = run(
-        f"""
+        """,
+    "gather_of_shutdown_hooks_one_of_which_hangs": """
         done = []
         async def quick():
             done.append(1)
         async def hangs():
             await asyncio.Event().wait()
 
-        async def main():
-            hardexit.arm_hard_exit({DEADLINE}, exit_code=42)
+        async def shutdown():
+            hardexit.arm_hard_exit({deadline}, exit_code=42)
             await asyncio.gather(quick(), hangs())
+        """,
+}
 
-        asyncio.run(main())
-        """
-    )
-    assert_exited_by_deadline(result, 42)
+
+@pytest.mark.parametrize("shutdown", sorted(ASYNCIO_SHUTDOWNS))
+def test_asyncio(shutdown: str) -> None:
+    body = textwrap.dedent(ASYNCIO_SHUTDOWNS[shutdown]).format(deadline=DEADLINE)
+    assert_exited_by_deadline(run(body + "\nasyncio.run(shutdown())\n"), 42)
 
 
 def test_32_threads_contending_for_the_gil_at_arm_time_and_deadline() -> None:
