@@ -57,6 +57,14 @@ def assert_exited_by_deadline(result: IsolatedRun, exit_code: int) -> None:
     assert result.past_deadline <= SLACK, f"exited late: {result!r}"
 
 
+def assert_exited_after_arm(result: IsolatedRun, exit_code: int, seconds: float) -> None:
+    """Exited with *exit_code*, *seconds* after the first arm, by then + SLACK."""
+    assert not result.timed_out, f"still alive at the run's limit: {result!r}"
+    assert result.exit_code == exit_code, result
+    assert result.after_arm is not None, f"nothing was armed: {result!r}"
+    assert seconds <= result.after_arm <= seconds + SLACK, result
+
+
 def modules_loaded_by(module: str, *, after: str = "") -> set[str]:
     """The modules a clean interpreter loads to import *module*, once *after* (code) ran.
 

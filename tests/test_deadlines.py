@@ -1,89 +1,84 @@
-"""Guarantee 5, end to end: the earliest deadline fires, with its own exit code."""
+"""Guarantee 5, end to end: each deadline rule once, in a real process that wedges.
+
+The rules themselves, and the decision to fire, are tested in process with a
+fake clock in test_registry.py.
+"""
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 
-from .support import SLACK, WEDGES, assert_exited_by_deadline, run
+from .support import WEDGES, assert_exited_after_arm, assert_exited_by_deadline, run
 
 WEDGE = WEDGES["native_gil_held"]  # so that the backstop is what fires
 
-
-def test_earliest_of_several_fires_with_its_exit_code() -> None:
-    result = run(
-        f"""
+# (the child's script before it wedges, the exit code, seconds after the first arm)
+RULES = {
+    "the earliest of several fires with its exit code": (
+        """
         hardexit.arm_hard_exit(5, exit_code=1)
         hardexit.arm_hard_exit(0.5, exit_code=42)
         hardexit.arm_hard_exit(3, exit_code=2)
-        {WEDGE}
+        """,
+        42,
+        0.5,
+    ),
+    "cancelling the earliest leaves the next armed": (
         """
-    )
-    assert result.exit_code == 42
-    assert result.after_arm is not None and 0.5 <= result.after_arm <= 1.5
-
-
-def test_cancelling_the_earliest_leaves_the_next_armed() -> None:
-    result = run(
-        f"""
         early = hardexit.arm_hard_exit(0.3, exit_code=1)
         hardexit.arm_hard_exit(0.8, exit_code=42)
         early.cancel()
-        {WEDGE}
+        """,
+        42,
+        0.8,
+    ),
+    "a deadline moved later": (
         """
-    )
-    assert result.exit_code == 42
-    assert result.after_arm is not None and 0.8 <= result.after_arm <= 1.8
-
-
-def test_moving_a_deadline_later_and_earlier() -> None:
-    later = run(
-        f"""
         guard = hardexit.arm_hard_exit(0.3, exit_code=42)
         guard.deadline += 0.7
-        {WEDGE}
+        """,
+        42,
+        1.0,
+    ),
+    "a deadline moved earlier": (
         """
-    )
-    assert later.exit_code == 42
-    assert later.after_arm is not None and 1.0 <= later.after_arm <= 2.0
-
-    earlier = run(
-        f"""
         guard = hardexit.arm_hard_exit(30, exit_code=42)
         guard.deadline = guard.armed_at + 0.5
-        {WEDGES["native_gil_released"]}
-        """
-    )
-    assert earlier.exit_code == 42
-    assert earlier.after_arm is not None and 0.5 <= earlier.after_arm <= 1.5
-
-
-@pytest.mark.parametrize("wedge", ["native_gil_held", "native_gil_released"])
-def test_a_deadline_moved_into_the_past_exits_now_with_its_code(wedge: str) -> None:
+        """,
+        42,
+        0.5,
+    ),
     # Every stage is then due at once; the kernel's SIGKILL must not beat the exit.
-    result = run(
-        f"""
+    "a deadline moved 5 s into the past exits now": (
+        """
         guard = hardexit.arm_hard_exit(30, exit_code=42)
         guard.deadline = time.monotonic() - 5
-        {WEDGES[wedge]}
+        """,
+        42,
+        0.0,
+    ),
+    "among 10,000 moved deadlines the earliest fires on time": (
         """
-    )
-    assert result.exit_code == 42, result
-    assert result.after_arm is not None and result.after_arm <= SLACK, result
-
-
-def test_among_ten_thousand_moved_deadlines_the_earliest_fires_on_time() -> None:
-    result = run(
-        f"""
         guards = [hardexit.arm_hard_exit(60, exit_code=i % 200) for i in range(10_000)]
         start = guards[0].armed_at
         for i, guard in reversed(list(enumerate(guards))):  # each move comes first
             guard.deadline = start + 3 + i * 1e-4
         guards[7_777].deadline = start + 1.5
-        {WEDGE}
-        """
-    )
-    assert result.exit_code == 7_777 % 200, result
-    assert result.after_arm is not None and 1.5 <= result.after_arm <= 1.5 + SLACK, result
+        """,
+        7_777 % 200,
+        1.5,
+    ),
+}
+
+
+@pytest.mark.parametrize("wedge", ["native_gil_held", "native_gil_released"])
+@pytest.mark.parametrize("rule", RULES)
+def test_rule(rule: str, wedge: str) -> None:
+    script, exit_code, seconds = RULES[rule]
+    result = run(textwrap.dedent(script) + WEDGES[wedge])
+    assert_exited_after_arm(result, exit_code, seconds)
 
 
 def test_timeout_from_the_environment_and_the_module_attribute() -> None:
