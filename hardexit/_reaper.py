@@ -8,9 +8,10 @@ and stdout and stderr on the given fds, until it exits or until DEADLINE
 it exits, until DEADLINE.  Then it kills the command's process group and
 every process descended from it, and reaps them all.
 
-It writes three lines to its own stdout: ``started PID`` once COMMAND is
+It writes four lines to its own stdout: ``started PID`` once COMMAND is
 forked; ``exited EXIT_CODE EXITED_AT`` when it exits (``exited - EXITED_AT``
-if it was still running when the wait ended); and last, once everything is
+if it was still running when the wait ended); then ``left PID...``, what it
+had started that was still running then; and last, once everything is
 reaped, ``ended EXIT_CODE TIMED_OUT PID:EXIT_CODE...``: the command's exit
 code, whether it was still running when the wait ended, and the exit code
 of every other process this reaper reaped.
@@ -69,6 +70,8 @@ def main(argv: list[str]) -> None:
     _report(f"started {target}")
     exited_at, timed_out = _wait(target, deadline, wake_r)
     _report(f"exited {'-' if timed_out else _exit_code_of(target)} {exited_at!r}")
+    if not timed_out:
+        _report(" ".join(["left", *map(str, _descendants(os.getpid(), running=True))]))
     if keep and not timed_out:
         _wait(None, deadline, wake_r)
     exit_code, reaped = _kill_and_reap_all(target, wake_r)
@@ -201,8 +204,8 @@ def _reap_exited_children(reaped: list[tuple[int, int]]) -> bool:
         return False
 
 
-def _descendants(root: int) -> list[int]:
-    """Every process below *root*, from /proc (empty without it)."""
+def _descendants(root: int, *, running: bool = False) -> list[int]:
+    """Every process below *root*, from /proc (empty without it); with *running*, no zombies."""
     children: dict[int, list[int]] = {}
     try:
         names = os.listdir("/proc")
@@ -212,10 +215,11 @@ def _descendants(root: int) -> list[int]:
         if name.isdigit():
             try:
                 with open(f"/proc/{name}/stat", "rb") as stat:
-                    ppid = int(stat.read().rsplit(b")", 1)[1].split()[1])
+                    state, ppid = stat.read().rsplit(b")", 1)[1].split()[:2]
             except (OSError, IndexError, ValueError):
                 continue  # gone, or not readable
-            children.setdefault(ppid, []).append(int(name))
+            if not (running and state == b"Z"):
+                children.setdefault(int(ppid), []).append(int(name))
     found: list[int] = []
     unvisited = [root]
     while unvisited:

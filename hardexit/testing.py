@@ -96,6 +96,7 @@ class IsolatedRun:
         "deadline",
         "exit_code",
         "exited_at",
+        "left_behind",
         "pid",
         "reaped",
         "stderr",
@@ -115,6 +116,7 @@ class IsolatedRun:
         timed_out: bool,
         pid: int | None = None,
         reaped: Mapping[int, int] | None = None,
+        left_behind: Sequence[int] = (),
     ) -> None:
         #: As :attr:`subprocess.Popen.returncode`: negative for death by a signal.
         self.exit_code = exit_code
@@ -136,6 +138,10 @@ class IsolatedRun:
         #: one still alive at the end was killed: ``-9``).  Empty without a
         #: subreaper (not Linux).
         self.reaped: dict[int, int] = dict(reaped or {})
+        #: The processes the child started that were still running when it
+        #: exited (none if it was killed at the limit: then all were).  Empty
+        #: without a subreaper (not Linux).
+        self.left_behind: list[int] = list(left_behind)
 
     @property
     def after_arm(self) -> float | None:
@@ -304,6 +310,7 @@ class IsolatedProcess:
             timed_out=timed_out == "1",
             pid=self.pid,
             reaped={int(p): int(c) for p, _, c in (r.partition(":") for r in reaped)},
+            left_behind=[int(pid) for pid in self._lines.get("left", [])],
         )
         self._close()
         return result

@@ -10,68 +10,32 @@ by its deadline + 0.5 s), must be PASS.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
-import psutil
 import pytest
+
+from hardexit.testing import run_isolated
 
 pytest.importorskip("livekit.agents")
 pytest.importorskip("matplotlib")
 
-FLEET = ["-m", "benchmarks.fleet"]  # run in the repository root
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Two workers, each starting a forkserver with livekit's preload: ~25 s in all.
 pytestmark = pytest.mark.timeout(180)
 
 
-# Every process the benchmark starts inherits this variable, whatever session or
-# process group it runs in, and keeps it when it is orphaned.
-MARK = "HARDEXIT_TEST_FLEET_RUN"
-
-
-def marked(token: str) -> list[psutil.Process]:
-    """Every live process whose environment carries MARK=*token*."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(MARK) == token and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.Error:
-            pass
-    return found
-
-
 def test_quick_fleet(tmp_path: Path) -> None:
-    token = uuid.uuid4().hex
-    proc = subprocess.Popen(
-        [sys.executable, *FLEET, "--quick", "--no-progress", "--out", str(tmp_path)],
+    result = run_isolated(
+        ["-m", "benchmarks.fleet", "--quick", "--no-progress", "--out", str(tmp_path)],
         cwd=REPO_ROOT,
-        env={**os.environ, MARK: token},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+        limit=150,
     )
-    try:
-        stdout, stderr = proc.communicate(timeout=150)
-        left_over = [p.pid for p in marked(token) if p.pid != proc.pid]
-    finally:
-        for p in marked(token):
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        proc.kill()
-        proc.wait()
+    stdout = result.stdout
     print(stdout)
-    assert proc.returncode == 0, f"{stdout}\n{stderr}"
-    assert not left_over, f"processes outlived the benchmark: {left_over}"
+    assert result.exit_code == 0 and not result.timed_out, f"{stdout}\n{result.stderr}"
+    assert not result.left_behind, f"processes outlived the benchmark: {result.left_behind}"
 
     assert (tmp_path / "fleet.png").read_bytes().startswith(b"\x89PNG")
     rows = (tmp_path / "fleet.csv").read_text().splitlines()

@@ -65,6 +65,8 @@ def test_run_isolated_kills_what_the_child_forked() -> None:
     assert result.exit_code == 0, result
     with killed_if_left(int(result.stdout)) as grandchild:
         assert gone(grandchild), "the grandchild outlived run_isolated"
+        assert result.left_behind == [grandchild]  # running when the child exited
+        assert result.reaped == {grandchild: -9}  # then killed
 
 
 def test_run_isolated_kills_a_grandchild_in_a_new_session() -> None:
@@ -127,6 +129,7 @@ def test_start_isolated_lets_what_the_child_left_run_on_until_stopped() -> None:
         result = process.stop()
     assert (result.exit_code, result.timed_out) == (3, False)
     assert result.reaped == {orphan: 4}, result.reaped
+    assert result.left_behind == [orphan]
 
 
 def test_the_first_arm_is_reported_whatever_the_child_does_with_its_fds(tmp_path: Path) -> None:

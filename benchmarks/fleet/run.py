@@ -79,11 +79,15 @@ def private_mb(pid: int) -> float | None:
 
 
 def process_group(pgid: int) -> list[int]:
-    """The pids of every process in process group *pgid*."""
+    """The pids of every running process in process group *pgid*.
+
+    A zombie has exited: under a subreaper (``hardexit.testing.run_isolated``)
+    an orphan stays one until the subreaper reaps it, not at once by init.
+    """
     members = []
     for pid in psutil.pids():
-        with contextlib.suppress(OSError):
-            if os.getpgid(pid) == pgid:
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getpgid(pid) == pgid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
                 members.append(pid)
     return members
 
@@ -334,7 +338,7 @@ def _end_run(run: Run, worker: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(worker.pid, signal.SIGKILL)
     worker.wait()
-    # Orphans are reaped by init; wait until none of the group is left.
+    # Orphans are reaped by init, or by a subreaper later; wait until none of the group runs.
     deadline = time.monotonic() + 5.0
     while True:
         left = process_group(worker.pid)
