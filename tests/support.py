@@ -7,8 +7,6 @@ a real interpreter in its own session, under a subreaper that kills and
 reaps all it started, its exit timed by its parent on the one
 ``time.monotonic()`` clock every process shares, its stdout and stderr read
 back.  This module adds what several test modules need on top of that.
-(test_fleet.py, which runs ``benchmarks/fleet.py`` with psutil, is not
-converted yet.)
 """
 
 from __future__ import annotations
