@@ -21,6 +21,7 @@ import re
 import statistics
 import struct
 import subprocess
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -341,9 +342,9 @@ def measure(
 def per_interpreter(
     measured: list[Measured], sections: Callable[[Measured], list[list[str]]]
 ) -> list[list[str]]:
-    """Each interpreter's report *sections*: as they are for one; for several, each under its
-    heading (the version its children reported, and the command), one level down."""
-    if len(measured) == 1:
+    """Each interpreter's report *sections*: as they are for this one alone; else each under
+    its heading (the version its children reported, and the command), one level down."""
+    if [m.python for m in measured] == [_common.interpreter(sys.executable)]:
         return sections(measured[0])
     out = []
     for m in measured:
