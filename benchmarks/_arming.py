@@ -1,15 +1,16 @@
 """The ways to exit at a deadline that the benchmarks compare, and children that arm one.
 
-Every child is a fresh interpreter of ``sys.executable`` run in the
-repository root, so that it imports this repository's ``hardexit``, with its
-bytecode cached.  A hardexit child runs ``import hardexit`` first, as the
+Every child is a fresh interpreter (``sys.executable``, or each ``--python``
+given) run in the repository root, so that it imports this repository's
+``hardexit``, with its bytecode cached.  A hardexit child runs ``import hardexit`` first, as the
 README shows, and never calls ``prepare()``; no child imports ``logging``
 unless its mechanism preloads it (each reports ``'logging' in sys.modules``
 just before arming, and a child that had it is an error).  The wedges are
 ``tests/wedges.py``'s, by the names used there.
 
 A *cell* is one mechanism armed before one wedge: :func:`run_cell` runs it
-once and returns a :class:`Sample`; :func:`measure` runs cells interleaved.
+once on one interpreter and returns a :class:`Sample`; :func:`measure` runs
+cells on interpreters, interleaved, into a :class:`Measured` per interpreter.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from tests import wedges
 from tests.wedges import Wedge
@@ -36,6 +38,7 @@ CAP = 3.0  # seconds from arming after which a child is killed as a timeout
 EXIT_CODE = 3  # asked of the mechanisms that take one
 STARTUP_TIMEOUT = 30.0  # seconds for a child to reach the point of arming
 SKIP_AFTER_TIMEOUTS = 3  # a cell whose first runs all time out is not run again
+REDOS = 2  # times a run whose child never reached its arm call is redone
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,8 @@ for module in filter(None, sys.argv[2].split(",")):  # what the mechanism preloa
 
 # argv: mechanism preload ready_fd times_fd deadline exit_code
 #
-# The child says "ready" on a pipe, with what it has loaded, then stores its
+# The child says "ready" on a pipe, with its pid (a wrapper must have exec'd
+# the interpreter), what it has loaded and its sys.version, then stores its
 # clock just before and just after the arm call in a shared 16-byte file
 # mapping: unlike a write to a pipe, a store into memory cannot give the GIL
 # away (and take a contended wait to get it back) between the timestamp and
@@ -116,8 +120,9 @@ ARM_AND_WEDGE = """
 ready_fd, times_fd, deadline = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 times = mmap.mmap(times_fd, 16)
 arm = make_arm(sys.argv[1], int(sys.argv[6]))
-loaded = [name for name in ("ctypes", "logging") if name in sys.modules]
-os.write(ready_fd, f"{time.monotonic()!r} {','.join(loaded) or '-'}\\n".encode())
+loaded = ",".join(name for name in ("ctypes", "logging") if name in sys.modules) or "-"
+version = " ".join(sys.version.split())
+os.write(ready_fd, f"{time.monotonic()!r} {os.getpid()} {loaded} {version}\\n".encode())
 os.close(ready_fd)
 struct.pack_into("d", times, 0, time.monotonic())
 arm(deadline)
@@ -141,6 +146,14 @@ def wedged_child(wedge: Wedge) -> str:
     )
 
 
+class NeverArmed(RuntimeError):
+    """The child said ready, then was still short of its arm call at the cap.
+
+    Its main thread did not get the GIL back (from busy threads, on a loaded
+    machine): no figure for the mechanism, which was never armed.
+    """
+
+
 @dataclass(frozen=True)
 class Cell:
     mechanism: Mechanism
@@ -158,6 +171,7 @@ class Sample:
     exit_label: str
     dumped: bool  # the wedged function's frame reached stderr
     loaded: tuple[str, ...]  # of ctypes and logging, what was in sys.modules at the arm
+    version: str  # the child's sys.version
 
     @property
     def overshoot(self) -> float:
@@ -174,15 +188,16 @@ class Sample:
         return self.died_at is None
 
 
-def run_cell(cell: Cell) -> Sample:
+def run_cell(cell: Cell, python: str) -> Sample:
+    """*cell* once, in a child of *python* (a :func:`_common.interpreter`)."""
     mechanism, wedge = cell.mechanism, cell.wedge
-    what = f"{mechanism.label} / {wedge.name}"
+    what = f"{mechanism.label} / {wedge.name} ({python})"
     read_fd, write_fd = os.pipe()
     proc: subprocess.Popen[bytes] | None = None
     with tempfile.TemporaryFile() as stderr, tempfile.TemporaryFile() as times, ExitWatch() as w:
         os.ftruncate(times.fileno(), 16)  # two doubles, 0.0 until stored
         try:
-            argv = [sys.executable, "-c", wedged_child(wedge), mechanism.key]
+            argv = [*_common.command(python), "-c", wedged_child(wedge), mechanism.key]
             argv += [",".join(mechanism.preload), str(write_fd), str(times.fileno())]
             argv += [repr(cell.deadline), str(EXIT_CODE)]
             proc = spawn(
@@ -195,9 +210,14 @@ def run_cell(cell: Cell) -> Sample:
             os.close(write_fd)
             write_fd = -1
             w.watch(proc.pid)
-            ready = read_line(read_fd, STARTUP_TIMEOUT).split()
+            ready = read_line(read_fd, STARTUP_TIMEOUT).decode().strip().split(maxsplit=3)
             if not ready:
                 raise RuntimeError(f"{what}: the child never got to arm:\n{tail(stderr)}")
+            if int(ready[1]) != proc.pid:
+                raise RuntimeError(
+                    f"{what}: the interpreter ran as pid {ready[1]}, not as the child started"
+                    f" ({proc.pid}): a wrapper must exec it, or the pidfd times the wrapper"
+                )
             died_at = w.wait_for(proc.pid, float(ready[0]) + cell.cap)
         finally:
             for fd in (read_fd, write_fd):
@@ -205,32 +225,83 @@ def run_cell(cell: Cell) -> Sample:
                     os.close(fd)
             if proc is not None:
                 reap(proc)
-        loaded = tuple(name for name in ready[1].decode().split(",") if name != "-")
+        loaded = tuple(name for name in ready[2].split(",") if name != "-")
         if "logging" in loaded and "logging" not in mechanism.preload:
             raise RuntimeError(f"{what}: logging was imported before the arm; the run is void")
         before, after = struct.unpack("dd", os.pread(times.fileno(), 16, 0))
-        if not before:
-            raise RuntimeError(f"{what}: no arm time stored:\n{tail(stderr)}")
         if died_at is None:
             label = "timeout" if after else "timeout, arm call stuck"
         else:
             label = exit_label(proc.returncode)
+        if not before:
+            why = f"{what}: no arm time stored (exit: {label}):\n{tail(stderr)}"
+            raise NeverArmed(why) if died_at is None else RuntimeError(why)
         stderr.seek(0)
         frame = re.escape(wedge.frame or "teardown").encode()
         dumped = re.search(rb'File "<string>", line \d+ in ' + frame + rb"\n", stderr.read())
-        return Sample(cell.deadline, before, after or None, died_at, label, bool(dumped), loaded)
+        return Sample(
+            cell.deadline, before, after or None, died_at, label, bool(dumped), loaded, ready[3]
+        )
 
 
 Cells = dict[Cell, list[Sample]]
 
 
+@dataclass
+class Measured:
+    """One interpreter's samples per cell, and its measurement floor in seconds."""
+
+    python: str  # as _common.interpreter() gave it
+    cells: Cells
+    floor: list[float] = field(default_factory=list)
+    versions: set[str] = field(default_factory=set)  # sys.version, as its children said
+    void: list[Cell] = field(default_factory=list)  # each run redone: NeverArmed
+
+    def run(self, cell: Cell) -> Sample:
+        """*cell* once; a run whose child never reached its arm call is redone (REDOS)."""
+        for redo in range(REDOS + 1):
+            try:
+                sample = run_cell(cell, self.python)
+            except NeverArmed:
+                if redo == REDOS:
+                    raise
+                self.void.append(cell)
+                continue
+            self.versions.add(sample.version)
+            return sample
+        raise AssertionError("unreachable")
+
+    @property
+    def version(self) -> str:
+        """The version number its children ran, e.g. ``3.14.8``."""
+        return " / ".join(sorted({v.split()[0] for v in self.versions})) or "?"
+
+    def heading(self) -> str:
+        return f"Python {' / '.join(sorted(self.versions)) or '?'}: `{self.python}`"
+
+
 def measure_from_command_line(
     doc: str | None, title: str, cells: list[Cell], floor: Cell | None = None
-) -> tuple[_common.Report, Cells, list[float], int]:
-    """Parse ``--runs`` and ``--quick``, then :func:`measure`: the report, samples, floor, runs."""
-    args = _common.parse(_common.parser(doc, runs=15, quick_runs=3))
+) -> tuple[_common.Report, list[Measured], int]:
+    """Parse the command line (``--python`` included), then :func:`measure`.
+
+    The report's warning says which runs, if any, were void and redone.
+    """
+    args = _common.parse(_common.parser(doc, runs=15, quick_runs=3, pythons=True))
     report = _common.Report(title)
-    return (report, *measure(cells, args.runs, floor), args.runs)
+    measured = measure(cells, args.runs, args.python, floor)
+    void = Counter(
+        f"{cell.wedge.name}, {cell.mechanism.label}"
+        + (f", {m.version}" if len(measured) > 1 else "")
+        for m in measured
+        for cell in m.void
+    )
+    if void:
+        report.warning = (
+            f"{void.total()} runs void and redone: the child, ready, had not reached its arm"
+            f" call {CAP:g} s later ({', '.join(f'{what} x{n}' for what, n in void.items())})"
+        )
+    return report, measured, args.runs
 
 
 def goals(verdicts: list[tuple[bool, str]]) -> list[str]:
@@ -239,26 +310,47 @@ def goals(verdicts: list[tuple[bool, str]]) -> list[str]:
     return _common.goals(verdicts, note)
 
 
-def measure(cells: list[Cell], runs: int, floor: Cell | None = None) -> tuple[Cells, list[float]]:
-    """Samples per cell, and the measurement floor in seconds (if a *floor* cell is given).
+def measure(
+    cells: list[Cell], runs: int, pythons: Sequence[str], floor: Cell | None = None
+) -> list[Measured]:
+    """Samples per interpreter and cell, and the measurement floor (if a *floor* cell is given).
 
-    Interleaved, so that drift in machine load spreads over every cell.
+    Interleaved: for each run, for each cell, for each interpreter, so that
+    drift in machine load spreads over every cell and every interpreter alike.
     """
-    samples: Cells = {cell: [] for cell in cells}
-    floors: list[float] = []
+    measured = [Measured(python, {cell: [] for cell in cells}) for python in pythons]
     for run in range(runs):
-        if floor is not None:
-            progress(f"run {run + 1}/{runs}: measurement floor")
-            sample = run_cell(floor)
-            assert sample.died_at is not None and sample.after is not None
-            floors.append(sample.died_at - sample.after)
-        for cell, done in samples.items():
-            if len(done) >= SKIP_AFTER_TIMEOUTS and all(s.timed_out for s in done):
-                continue
-            progress(f"run {run + 1}/{runs}: {cell.wedge.name}, {cell.mechanism.label}")
-            done.append(run_cell(cell))
+        for i, m in enumerate(measured):
+            where = f", interpreter {i + 1}" if len(measured) > 1 else ""
+            if floor is not None:
+                progress(f"run {run + 1}/{runs}: measurement floor{where}")
+                sample = m.run(floor)
+                assert sample.died_at is not None and sample.after is not None
+                m.floor.append(sample.died_at - sample.after)
+        for cell in cells:
+            for i, m in enumerate(measured):
+                done = m.cells[cell]
+                if len(done) >= SKIP_AFTER_TIMEOUTS and all(s.timed_out for s in done):
+                    continue
+                where = f", interpreter {i + 1}" if len(measured) > 1 else ""
+                progress(f"run {run + 1}/{runs}: {cell.wedge.name}, {cell.mechanism.label}{where}")
+                done.append(m.run(cell))
     progress("")
-    return samples, floors
+    return measured
+
+
+def per_interpreter(
+    measured: list[Measured], sections: Callable[[Measured], list[list[str]]]
+) -> list[list[str]]:
+    """Each interpreter's report *sections*: as they are for this one alone; else each under
+    its heading (the version its children reported, and the command), one level down."""
+    if [m.python for m in measured] == [_common.interpreter(sys.executable)]:
+        return sections(measured[0])
+    out = []
+    for m in measured:
+        out.append([f"## {m.heading()}", ""])
+        out += [["#" + line if line.startswith("#") else line for line in s] for s in sections(m)]
+    return out
 
 
 # --------------------------------------------------------------------------- formatting

@@ -14,6 +14,8 @@ import math
 import os
 import platform
 import select
+import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -152,6 +154,30 @@ class ExitWatch:
         self.close()
 
 
+# --------------------------------------------------------------------------- interpreters
+
+
+def interpreter(given: str) -> str:
+    """An interpreter for the children, as ``--python`` names it, its first word made absolute.
+
+    A path, a name on ``PATH``, or a command that ``shlex`` splits into words,
+    such as ``'benchmarks/in_forky.sh python3.14'``: a child runs as
+    ``COMMAND -c CODE ARG...``.  A path to a file is taken whole, spaces and all.
+    A wrapper must end by exec-ing the interpreter: the pid it was started as
+    is the one a pidfd watches.
+    """
+    words = [given] if os.path.isfile(given) else shlex.split(given)
+    if not words:
+        raise argparse.ArgumentTypeError("an empty interpreter")
+    words[0] = os.path.abspath(shutil.which(words[0]) or words[0])
+    return shlex.join(words)
+
+
+def command(python: str) -> list[str]:
+    """The argv that starts *python*, an :func:`interpreter`; the child's arguments follow."""
+    return shlex.split(python)
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -179,9 +205,12 @@ def progress(text: str) -> None:
     print(f"\r\033[K{text}", end="", file=sys.stderr, flush=True)
 
 
+def passed(verdicts: list[tuple[bool, str]]) -> str:
+    return f"{sum(ok for ok, _ in verdicts)} of {len(verdicts)}"
+
+
 def goals(verdicts: list[tuple[bool, str]], note: str) -> list[str]:
     """The goals section: each verdict, then the count."""
-    passed = sum(ok for ok, _ in verdicts)
     return [
         "## Goals for hardexit",
         "",
@@ -189,7 +218,7 @@ def goals(verdicts: list[tuple[bool, str]], note: str) -> list[str]:
         "",
         *(f"- {'pass' if ok else '**MISS**'}: {text}" for ok, text in verdicts),
         "",
-        f"{passed} of {len(verdicts)} goals pass.",
+        f"{passed(verdicts)} goals pass.",
         "",
     ]
 
@@ -199,6 +228,7 @@ class Report:
 
     def __init__(self, title: str) -> None:
         self.title = title
+        self.warning = ""  # printed first, unless print() is given one
         self.started = time.monotonic()
         self.load_before = os.getloadavg()[0]
 
@@ -213,6 +243,7 @@ class Report:
 
     def print(self, *sections: list[str], warning: str = "") -> None:
         out = [f"# {self.title}", ""]
+        warning = warning or self.warning
         if warning:
             out += [f"**WARNING: {warning}**", ""]
         out += [self.machine(), ""]
@@ -225,21 +256,36 @@ class Report:
 
 
 def parser(
-    doc: str | None, runs: int, quick_runs: int, what: str = "runs per cell"
+    doc: str | None, runs: int, quick_runs: int, what: str = "runs per cell", pythons: bool = False
 ) -> argparse.ArgumentParser:
-    """The command line every benchmark takes, ``--runs N`` and ``--quick``: add to it."""
+    """The command line every benchmark takes, ``--runs N`` and ``--quick``: add to it.
+
+    With *pythons*, ``--python COMMAND`` too, repeatable: see :func:`interpreter`.
+    """
     parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=None, help=f"{what} (default {runs})")
     parser.add_argument("--quick", action="store_true", help=f"shorter loops; {what}: {quick_runs}")
+    if pythons:
+        parser.add_argument(
+            "--python",
+            action="append",
+            type=interpreter,
+            metavar="COMMAND",
+            help="an interpreter for the children, side by side with the others given in one"
+            " run: a path, or a command such as 'benchmarks/in_forky.sh python3.14'"
+            f" (repeatable; default {sys.executable})",
+        )
     parser.set_defaults(runs_default=(runs, quick_runs))
     return parser
 
 
 def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
-    """The arguments, with ``runs`` resolved; exits where there is no pidfd."""
+    """The arguments, with ``runs`` and ``python`` resolved; exits where there is no pidfd."""
     args = parser.parse_args()
     if args.runs is None:
         args.runs = args.runs_default[1 if args.quick else 0]
+    if "python" in args and not args.python:
+        args.python = [interpreter(sys.executable)]
     if args.runs < 1:
         parser.error("--runs must be >= 1")
     if not hasattr(os, "pidfd_open"):

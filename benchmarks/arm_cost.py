@@ -11,10 +11,12 @@
    threads arming and cancelling beside 1 CPU-bound thread, p50 / p90 / max
    per pair.
 
-Both run on each interpreter given (``--python PATH``, repeatable; default
-this one), in the repository root, so every interpreter imports this
-repository's ``hardexit``: one run puts them side by side.  Then the goals,
-each with its verdict.  From the repository root, on a quiet machine::
+Both run on each interpreter given (``--python COMMAND``, repeatable, as
+``benchmarks.overshoot`` takes it: a path, or a command such as
+``'benchmarks/in_forky.sh python3.14'``; default this one), in the repository
+root, so every interpreter imports this repository's ``hardexit``: one run
+puts them side by side.  Then the goals, each with its verdict.  From the
+repository root, on a quiet machine::
 
     python -m benchmarks.arm_cost                     # about 1.5 min per interpreter
     python -m benchmarks.arm_cost --quick             # shorter loops, 1 round
@@ -26,10 +28,7 @@ Markdown goes to stdout, progress to stderr.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import statistics
-import sys
 from dataclasses import dataclass
 
 from tests import wedges
@@ -145,7 +144,8 @@ def run_arm_cancel(
     python: str, mechanism: Mechanism, iterations: int, budget: float, busy: int
 ) -> tuple[float, list[float]]:
     """(first use, [each later arm+cancel]) in microseconds."""
-    argv = [python, "-c", CHILD_ARM_CANCEL, mechanism.key, ",".join(mechanism.preload)]
+    argv = [*_common.command(python), "-c", CHILD_ARM_CANCEL, mechanism.key]
+    argv += [",".join(mechanism.preload)]
     argv += [str(iterations), repr(budget), str(busy)]
     out = run_checked(argv, child_env(mechanism.env), timeout=budget + 60).stdout
     result = json.loads(out)
@@ -200,7 +200,8 @@ class Scaling:
 def measure_scaling(python: str, quick: bool, rounds: int) -> Scaling:
     progress(f"scaling: {python}")
     pairs, seconds = (200, 0.5) if quick else (2000, 2.0)
-    argv = [python, "-c", CHILD_SCALING, str(pairs), str(rounds), repr(seconds)]
+    argv = [*_common.command(python), "-c", CHILD_SCALING, str(pairs), str(rounds)]
+    argv += [repr(seconds)]
     out = run_checked(argv, child_env(), timeout=120 + 60 * rounds).stdout
     progress("")
     return Scaling(**json.loads(out))
@@ -277,15 +278,9 @@ def report_goals(arm_cancel: dict[str, ArmCancel], scaling: dict[str, Scaling]) 
 
 
 def main() -> None:
-    parser = _common.parser(__doc__, runs=3, quick_runs=1, what="rounds of 10,000 cancels")
-    parser.add_argument(
-        "--python",
-        action="append",
-        type=lambda path: os.path.abspath(shutil.which(path) or path),
-        help=f"an interpreter to measure (repeatable; default {sys.executable})",
-    )
-    args = _common.parse(parser)
-    pythons: list[str] = args.python or [sys.executable]
+    what = "rounds of 10,000 cancels"
+    args = _common.parse(_common.parser(__doc__, runs=3, quick_runs=1, what=what, pythons=True))
+    pythons: list[str] = args.python
     report = _common.Report("hardexit: arm and cancel cost")
     arm_cancel = {python: measure_arm_cancel(python, args.quick) for python in pythons}
     scaling = {python: measure_scaling(python, args.quick, args.runs) for python in pythons}

@@ -17,7 +17,11 @@ the repository root, on a quiet machine::
     python -m benchmarks.first_arm --quick     # 3 runs
     python -m benchmarks.first_arm --runs 1    # a smoke test
 
-(While an arm call under contention takes seconds, each run takes them too.)
+On several interpreters (``--python COMMAND``, repeatable, as
+``benchmarks.overshoot`` takes it) each run measures both on every one in
+turn; each interpreter's table and goals come under the version its children
+reported.  (While an arm call under contention takes seconds, each run takes
+them too.)
 Markdown goes to stdout, progress to stderr.
 """
 
@@ -34,12 +38,14 @@ from ._arming import (
     HARDEXIT,
     Cell,
     Cells,
+    Measured,
     dumped,
     fmt_exits,
     goals,
     measure_from_command_line,
     median_max,
     median_ms,
+    per_interpreter,
 )
 from ._common import table
 
@@ -115,8 +121,12 @@ def report_goals(cells: Cells) -> list[str]:
 
 def main() -> None:
     title = "hardexit: the cold first arm under load"
-    report, cells, _, _ = measure_from_command_line(__doc__, title, [COLD_COST, COLD_GUARD])
-    report.print(report_cold(cells), report_goals(cells))
+    report, measured, _ = measure_from_command_line(__doc__, title, [COLD_COST, COLD_GUARD])
+
+    def sections(m: Measured) -> list[list[str]]:
+        return [report_cold(m.cells), report_goals(m.cells)]
+
+    report.print(*per_interpreter(measured, sections))
 
 
 if __name__ == "__main__":

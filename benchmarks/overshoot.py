@@ -19,19 +19,35 @@ The children are ``benchmarks/_arming.py``'s: fresh interpreters that import
    pidfd for it to die; overshoot = death seen - (start of the arm call +
    0.3 s).  ``CLOCK_MONOTONIC`` is system-wide on Linux, so the two clocks
    compare.  A child alive 3 s after arming is killed and counted as a
-   timeout.  A floor is measured too: a child that calls ``os._exit`` right
-   after its timestamp.
+   timeout.  One that said it was ready to arm but had not reached its arm
+   call 3 s later (its main thread starved of the GIL) is void: that run is
+   redone, and the report's warning counts it.  A floor is measured too: a
+   child that calls ``os._exit`` right after its timestamp.
 2. Stack dumped: in each run of faulthandler and hardexit, did the wedged
    function's frame reach stderr, for every wedge kind.
 
-Then the goals, each with its verdict.  The cold first arm under load is
-``benchmarks.first_arm``'s question, arm + cancel ``benchmarks.arm_cost``'s,
-``import hardexit`` ``benchmarks.import_cost``'s.  Linux only
-(``os.pidfd_open``).  From the repository root, on a quiet machine::
+Then the goals, each with its verdict.
+
+On several interpreters (``--python COMMAND``, repeatable; default this one)
+each cell runs on every one in turn, run by run, so that drift in machine load
+hits them all alike; the report opens with hardexit's overshoot and exit per
+interpreter, side by side, then gives each interpreter's tables and goals under
+the version its children reported.  A command is split as a shell would
+(``shlex``); one that wraps the interpreter must exec it, since the pidfd
+watches the pid it started (the child reports its pid, and a mismatch is an
+error).  CPython 3.14 and 3.15 come from a Debian root:
+``benchmarks/in_forky.sh`` (see there, and benchmarks/README.md).
+
+The cold first arm under load is ``benchmarks.first_arm``'s question, arm +
+cancel ``benchmarks.arm_cost``'s, ``import hardexit``
+``benchmarks.import_cost``'s.  Linux only (``os.pidfd_open``).  From the
+repository root, on a quiet machine::
 
     python -m benchmarks.overshoot             # 15 runs per cell, about 4 minutes
     python -m benchmarks.overshoot --quick     # 3 runs per cell
     python -m benchmarks.overshoot --runs 1    # a smoke test, about 20 s
+    benchmarks/in_forky.sh run python -m benchmarks.overshoot \\
+        --python python3.11 --python 'benchmarks/in_forky.sh python3.14'
 
 Markdown goes to stdout, progress to stderr.
 """
@@ -55,6 +71,7 @@ from ._arming import (
     SKIP_AFTER_TIMEOUTS,
     Cell,
     Cells,
+    Measured,
     Mechanism,
     Sample,
     dumped,
@@ -64,8 +81,9 @@ from ._arming import (
     measure_from_command_line,
     median_max,
     median_ms,
+    per_interpreter,
 )
-from ._common import table
+from ._common import passed, table
 
 DUMPERS = (FAULTHANDLER, HARDEXIT)  # the mechanisms that dump stacks
 
@@ -140,7 +158,40 @@ def report_dumps(cells: Cells) -> list[str]:
     ]
 
 
-def report_goals(cells: Cells) -> list[str]:
+def kinds_dumped(cells: Cells, mechanism: Mechanism) -> int:
+    """Of the wedge kinds before finalization, how many *mechanism* dumped in every run."""
+    alive = [w for w in DUMP_WEDGES if not w.at_exit]
+    return sum(all(s.dumped for s in cells[Cell(mechanism, w)]) for w in alive)
+
+
+def report_side_by_side(measured: list[Measured], runs: int) -> list[str]:
+    rows = []
+    for m in measured:
+        ours = [m.cells[Cell(HARDEXIT, w)] for w in OVERSHOOT_WEDGES]
+        exits = [s for w in DUMP_WEDGES for s in m.cells[Cell(HARDEXIT, w)]]
+        rows.append(
+            [
+                f"{m.version} (`{m.python}`)",
+                *(median_max([s.overshoot for s in samples]) for samples in ours),
+                fmt_exits(exits),
+                f"{kinds_dumped(m.cells, HARDEXIT)} of {len(DUMP_WEDGES)}",
+                passed(verdicts(m.cells)),
+            ]
+        )
+    header = ["Python", *(f"`{w.name}`" for w in OVERSHOOT_WEDGES), "exit status"]
+    return [
+        "## hardexit on each interpreter",
+        "",
+        f"Overshoot past a {DEADLINE} s deadline, ms, median / max over {runs} runs, measured"
+        " interleaved; the exit status of every hardexit run; the wedge kinds whose frame"
+        " reached stderr in every run; the goals that pass. Each interpreter's tables follow.",
+        "",
+        table([*header, "stack dumped, wedge kinds", "goals"], rows),
+        "",
+    ]
+
+
+def verdicts(cells: Cells) -> list[tuple[bool, str]]:
     verdicts: list[tuple[bool, str]] = []
 
     def goal(ok: bool, text: str) -> None:
@@ -174,16 +225,12 @@ def report_goals(cells: Cells) -> list[str]:
         )
 
     # In finalization the watchdog thread may be gone: documenting that is enough.
-    alive = [w for w in DUMP_WEDGES if not w.at_exit]
-
-    def kinds_dumped(mechanism: Mechanism) -> int:
-        return sum(all(s.dumped for s in cells[Cell(mechanism, w)]) for w in alive)
-
-    by_us, by_faulthandler = kinds_dumped(HARDEXIT), kinds_dumped(FAULTHANDLER)
+    by_us, by_faulthandler = kinds_dumped(cells, HARDEXIT), kinds_dumped(cells, FAULTHANDLER)
+    alive = sum(not w.at_exit for w in DUMP_WEDGES)
     goal(
         by_us >= by_faulthandler,
         "wedge kinds dumped in every run, at least as many as faulthandler:"
-        f" {by_us} vs {by_faulthandler} of the {len(alive)} before finalization",
+        f" {by_us} vs {by_faulthandler} of the {alive} before finalization",
     )
     exits = [s for w in DUMP_WEDGES for s in cells[Cell(HARDEXIT, w)]]
     goal(
@@ -197,13 +244,19 @@ def report_goals(cells: Cells) -> list[str]:
         max(held) <= 0.250,
         f"`{NATIVE_GIL_HELD.name}`, every run <= 250 ms: max {fmt_ms(max(held), unit=' ms')}",
     )
-    return goals(verdicts)
+    return verdicts
 
 
 def main() -> None:
     title = "hardexit: overshoot and stack dumps"
-    report, cells, floor, runs = measure_from_command_line(__doc__, title, plan(), FLOOR)
-    report.print(report_overshoot(cells, floor, runs), report_dumps(cells), report_goals(cells))
+    report, measured, runs = measure_from_command_line(__doc__, title, plan(), FLOOR)
+
+    def sections(m: Measured) -> list[list[str]]:
+        dumps = report_dumps(m.cells)
+        return [report_overshoot(m.cells, m.floor, runs), dumps, goals(verdicts(m.cells))]
+
+    side_by_side = [report_side_by_side(measured, runs)] if len(measured) > 1 else []
+    report.print(*side_by_side, *per_interpreter(measured, sections))
 
 
 if __name__ == "__main__":
