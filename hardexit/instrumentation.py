@@ -39,6 +39,9 @@ __all__ = [
 ]
 
 
+_EXIT_PHASE = "interpreter exit began"  # hardexit._at_exit.PHASE
+
+
 class FireDetails:
     """What is known when a guard fires; passed to every on-fire hook.  Immutable.
 
@@ -92,11 +95,15 @@ class FireDetails:
 
     def summary(self) -> str:
         """One line: when it was armed, by how much the deadline passed, the exit code."""
+        late = f"{self.late * 1e3:.1f} ms past its deadline; exiting with code {self.exit_code}"
+        reason = self.reason or ""
+        if reason.startswith(_EXIT_PHASE):  # arm_at_exit() armed it as the exit began
+            rest = reason[len(_EXIT_PHASE) :]
+            return f"{_EXIT_PHASE} {self.since_armed:.3f} s ago{rest} and has not ended, {late}"
         because = f" ({self.reason})" if self.reason else ""
         return (
             f"teardown{because} still running {self.since_armed:.3f} s after the guard was "
-            f"armed, {self.late * 1e3:.1f} ms past its deadline; "
-            f"exiting with code {self.exit_code}"
+            f"armed, {late}"
         )
 
     def __repr__(self) -> str:
