@@ -10,6 +10,7 @@ thread spinning in bytecode, a full pipe, a stuck worker process.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -67,6 +68,14 @@ def python(tmp_path_factory: pytest.TempPathFactory) -> str:
     # after the venv's own site-packages (so its hardexit comes first), and no
     # .pth file of that environment runs.
     deps = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    for name in ("gevent", "eventlet", "greenlet", "zope.event", "dns"):
+        try:
+            spec = importlib.util.find_spec(name)
+        except ImportError:
+            spec = None
+        if spec is not None and spec.origin:
+            deps.add(str(Path(spec.origin).parents[len(name.split("."))]))
+    deps.discard(str(ROOT))
     (Path(purelib) / "zz_test_deps.pth").write_text("\n".join(sorted(deps)) + "\n")
     return venv_python
 
@@ -139,7 +148,8 @@ def run(
 PREAMBLE = """\
 import ctypes, os, sys, threading, time
 def end():
-    os.write(1, f"END {time.monotonic()!r}\\n".encode())
+    if __name__ == "__main__":  # not in a spawned or forkserver worker importing this
+        os.write(1, f"END {time.monotonic()!r}\\n".encode())
 """
 
 #: The ways a program finishes, and the status the guard exits with after each.
@@ -207,10 +217,11 @@ HANGS = [
         "process_pool_stuck_worker",
         """
         from concurrent.futures import ProcessPoolExecutor
-        pool = ProcessPoolExecutor(1)
-        pool.submit(int).result()  # the worker is up
-        pool.submit(time.sleep, 3600)
-        time.sleep(0.2)
+        if __name__ == "__main__":  # 3.14+ start workers from a forkserver, which imports this
+            pool = ProcessPoolExecutor(1)
+            pool.submit(int).result()  # the worker is up
+            pool.submit(time.sleep, 3600)
+            time.sleep(0.2)
         """,
         "_python_exit",
     ),
@@ -407,7 +418,9 @@ def late_cleanup():
 atexit.register(late_cleanup)
 """,
     )
-    assert_bounded(ran, 5, "late_cleanup")
+    # 3.12 refuses new threads once the exit has begun: a first arm then has
+    # the kernel's exit but no watchdog thread to report (docs/at-exit.md).
+    assert_bounded(ran, 5, None if _at_exit._THREADS_REFUSED_AT_EXIT else "late_cleanup")
 
 
 GREEN = {
@@ -420,6 +433,7 @@ GREEN = {
 @pytest.mark.parametrize("green", sorted(GREEN))
 def test_green_programs_are_covered(python: str, green: str, when: str) -> None:
     # eventlet replaces threading._shutdown without calling the one it replaced.
+    pytest.importorskip(green)
     patch, module = GREEN[green]
     arm = f"import hardexit; hardexit.arm_at_exit({BUDGET})" if when.startswith("api") else ""
     ran = run(
