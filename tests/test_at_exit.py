@@ -20,7 +20,6 @@ import sysconfig
 import tempfile
 import textwrap
 import time
-import types
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,13 +100,9 @@ class Ran:
         return self.exited_at - self.exit_began_at
 
 
-def run(
-    python: str, program: str, env: dict[str, str] | None = None, limit: float = 20.0
-) -> Ran:
+def run(python: str, program: str, env: dict[str, str] | None = None, limit: float = 20.0) -> Ran:
     """Run *program* (a file, so stacks name it) in its own process group, killed afterwards."""
-    child_env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("HARDEXIT_", "PYTHON"))
-    }
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("HARDEXIT_", "PYTHON"))}
     child_env.update(env or {})
     with tempfile.TemporaryDirectory(prefix="hardexit-at-exit-") as tmp:
         script = Path(tmp) / "program.py"
@@ -474,7 +469,8 @@ def test_bad_arguments_raise_and_change_nothing(
 ) -> None:
     import threading
 
+    module_class, promises = type(threading), list(_at_exit._promises)
     with pytest.raises(error, match=names):
         hardexit.arm_at_exit(**kwargs)  # type: ignore[arg-type]
-    assert _at_exit._promises == []
-    assert type(threading) is types.ModuleType
+    assert _at_exit._promises == promises
+    assert type(threading) is module_class
