@@ -40,7 +40,11 @@ PHASE_LINE = re.compile(r"hardexit: interpreter exit began (\d+\.\d+) s ago")
 
 @pytest.fixture(scope="session")
 def python(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A venv's interpreter with hardexit installed from its wheel, as a user installs it."""
+    """A venv's interpreter with hardexit installed from its wheel, as a user installs it.
+
+    By pip where this suite has it; otherwise by unpacking the wheel into
+    site-packages, which is what an installer does with a pure-Python wheel.
+    """
     tmp = tmp_path_factory.mktemp("at-exit-venv")
     subprocess.run(
         [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp / "dist")],
@@ -59,9 +63,18 @@ def python(tmp_path_factory: pytest.TempPathFactory) -> str:
         capture_output=True,
         text=True,
     ).stdout.strip()
-    # A pure-Python wheel is installed by unpacking it into site-packages.
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(purelib)
+    if importlib.util.find_spec("pip") is not None:
+        subprocess.run(
+            [
+                *(sys.executable, "-m", "pip", "--python", venv_python, "install", "-q"),
+                *("--no-deps", "--no-index", "--disable-pip-version-check", str(wheel)),
+            ],
+            check=True,
+            timeout=120,
+        )
+    else:  # a venv made by uv, say: a pure-Python wheel installs by unpacking it
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(purelib)
     assert (Path(purelib) / "hardexit_at_exit.pth").is_file()
     # gevent and eventlet, from this suite's environment: a plain path line,
     # after the venv's own site-packages (so its hardexit comes first), and no
