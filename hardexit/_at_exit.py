@@ -41,11 +41,12 @@ PHASE = "interpreter exit began"
 #: the guard uses what a shell shows for it (128 + SIGINT).
 KEYBOARD_INTERRUPT_STATUS = 130
 
-# 3.12.0 and 3.12.1 refuse to start a thread once Py_FinalizeEx has begun
-# ("can't create new thread at interpreter shutdown"), so a first arm at exit
-# would have the kernel's exit but no watchdog thread, and so no report.  On
-# 3.12 the watchdog is started when arm_at_exit() is called (see _start_watchdog).
-_THREADS_REFUSED_AT_EXIT = sys.version_info[:2] == (3, 12)
+# 3.12.0 to 3.12.2 refuse to start a thread once Py_FinalizeEx has begun
+# ("can't create new thread at interpreter shutdown", gh-104690; allowed again
+# until finalization proper by gh-113964 in 3.12.3), so a first arm at exit
+# would have the kernel's exit but no watchdog thread, and so no report.
+# There the watchdog is started when arm_at_exit() is called (_start_watchdog).
+_THREADS_REFUSED_AT_EXIT = (3, 12) <= sys.version_info[:3] < (3, 12, 3)
 
 # Each promise: (timeout, exit_code or None, reason or None).
 _promises: list[tuple[float, int | None, str | None]] = []

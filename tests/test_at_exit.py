@@ -426,7 +426,7 @@ def late_cleanup():
 atexit.register(late_cleanup)
 """,
     )
-    # 3.12 refuses new threads once the exit has begun: a first arm then has
+    # 3.12.0-3.12.2 refuse new threads once the exit has begun: a first arm then has
     # the kernel's exit but no watchdog thread to report (docs/at-exit.md).
     assert_bounded(ran, 5, None if _at_exit._THREADS_REFUSED_AT_EXIT else "late_cleanup")
 
