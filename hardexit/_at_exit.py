@@ -102,12 +102,16 @@ def from_environment() -> None:
 
     Never raises: a malformed value warns once and arms nothing.  Some
     CPythons (3.11.7 in a venv, for one) process site-packages, and so this
-    file, twice: only the first call counts.
+    file, twice: only the first call counts.  A subinterpreter runs the
+    ``.pth`` file too: the process's own guard covers it, and it arms nothing
+    (the ``.pth`` line does not even import hardexit there on 3.12+).
     """
     if _environment_read:
         return
     _environment_read.append(True)
     try:
+        if not _config.in_main_interpreter():
+            return
         seconds = _config.read_at_exit_env()
         if isinstance(seconds, ValueError):
             _warn(str(seconds))

@@ -379,6 +379,26 @@ def test_set_arms_at_start_up_without_a_thread_until_exit(python: str) -> None:
         assert ran.stdout.endswith(" 1\n"), ran  # the watchdog starts when the exit begins
 
 
+def test_subinterpreters_arm_nothing_and_say_nothing(python: str) -> None:
+    # site runs the .pth file in each subinterpreter too; hardexit cannot load
+    # there on 3.12+ (faulthandler), and cannot arm on any version.
+    ran = run(
+        python,
+        """
+        try:
+            import _interpreters as interpreters  # 3.13+
+        except ImportError:
+            import _xxsubinterpreters as interpreters
+        interpreters.run_string(interpreters.create(), "print('subinterpreter ran')")
+        print("main ran")
+        """,
+        {VAR: "30"},
+    )
+    assert (ran.exit_code, ran.stderr) == (0, ""), ran
+    # Each interpreter has its own sys.stdout buffer: the order is not kept.
+    assert sorted(ran.stdout.splitlines()) == ["main ran", "subinterpreter ran"], ran
+
+
 @pytest.mark.parametrize("value", ["abc", "0", "-1", "nan", "inf", "1e10", "10s", "0x10"])
 def test_a_malformed_value_warns_once_and_arms_nothing(python: str, value: str) -> None:
     ran = run(
