@@ -389,7 +389,9 @@ def test_subinterpreters_arm_nothing_and_say_nothing(python: str) -> None:
             import _interpreters as interpreters  # 3.13+
         except ImportError:
             import _xxsubinterpreters as interpreters
-        interpreters.run_string(interpreters.create(), "print('subinterpreter ran')")
+        sub = interpreters.create()
+        interpreters.run_string(sub, "print('subinterpreter ran')")
+        interpreters.destroy(sub)
         print("main ran")
         """,
         {VAR: "30"},
