@@ -136,10 +136,10 @@ def _read_env_timeout() -> float | ValueError | None:
 
 def read_at_exit_env() -> float | ValueError | None:
     """``HARDEXIT_AT_EXIT`` as seconds; None if unset or empty; the error if malformed."""
-    error = _read_env_seconds(AT_EXIT_ENV_VAR)
-    if isinstance(error, ValueError):
-        return ValueError(f"{error}; nothing is armed at exit")
-    return error
+    seconds = _read_env_seconds(AT_EXIT_ENV_VAR)
+    if isinstance(seconds, ValueError):
+        return ValueError(f"{seconds}; nothing is armed at exit")
+    return seconds
 
 
 def _read_env_seconds(var: str) -> float | ValueError | None:
