@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -130,11 +131,13 @@ def run(python: str, program: str, env: dict[str, str] | None = None, limit: flo
                 cwd=tmp,
                 start_new_session=True,
             )
-            timed_out = False
+            # A pidfd is readable once the child has exited, before it is reaped:
+            # until then its pid, and so its process group's id, cannot be reused.
+            pidfd = os.pidfd_open(child.pid)
             try:
-                child.wait(limit)
-            except subprocess.TimeoutExpired:
-                timed_out = True
+                timed_out = not select.select([pidfd], [], [], limit)[0]
+            finally:
+                os.close(pidfd)
             exited_at = time.monotonic()
             try:  # whatever it started: pool workers, a forkserver
                 os.killpg(child.pid, signal.SIGKILL)
