@@ -9,6 +9,7 @@ import sys as _sys
 
 from . import _config
 from . import instrumentation as instrumentation  # public: the hooks
+from ._at_exit import arm_at_exit
 from ._guard import HardExit, arm_hard_exit, backstop_mechanism, current_deadline
 from ._parent_death import arm_on_parent_death
 
@@ -22,6 +23,7 @@ __version__ = "0.2.0"
 __all__ = [
     "HARD_EXIT_TIMEOUT",
     "HardExit",
+    "arm_at_exit",
     "arm_hard_exit",
     "arm_on_parent_death",
     "backstop_mechanism",

@@ -25,6 +25,8 @@ DEFAULT_TIMEOUT: Final = 10.0
 TIMEOUT_ENV_VAR: Final = "HARDEXIT_TIMEOUT"
 BACKSTOP_ENV_VAR: Final = "HARDEXIT_BACKSTOP"
 BACKSTOPS: Final = ("timer_create", "setitimer", "none")  # what HARDEXIT_BACKSTOP may force
+# Read by the .pth file hardexit installs (hardexit_at_exit.pth): arm_at_exit(seconds).
+AT_EXIT_ENV_VAR: Final = "HARDEXIT_AT_EXIT"
 # timespec and lock waits take whole seconds in a C long; a ceiling far past any
 # real teardown keeps every conversion exact.
 MAX_TIMEOUT: Final = 1e9
@@ -135,18 +137,30 @@ def resolve_timeout(timeout: object) -> float:
 
 
 def _read_env_timeout() -> float | ValueError | None:
-    raw = os.environ.get(TIMEOUT_ENV_VAR, "").strip()
+    return _read_env_seconds(TIMEOUT_ENV_VAR)
+
+
+def read_at_exit_env() -> float | ValueError | None:
+    """``HARDEXIT_AT_EXIT`` as seconds; None if unset or empty; the error if malformed."""
+    seconds = _read_env_seconds(AT_EXIT_ENV_VAR)
+    if isinstance(seconds, ValueError):
+        return ValueError(f"{seconds}; nothing is armed at exit")
+    return seconds
+
+
+def _read_env_seconds(var: str) -> float | ValueError | None:
+    raw = os.environ.get(var, "").strip()
     if not raw:
         return None
     try:
         parsed = float(raw)
     except ValueError:
         return ValueError(
-            f"environment variable {TIMEOUT_ENV_VAR}={raw!r} is not a number; "
-            f"it must be {ACCEPTED_TIMEOUTS}, e.g. {TIMEOUT_ENV_VAR}=10"
+            f"environment variable {var}={raw!r} is not a number; "
+            f"it must be {ACCEPTED_TIMEOUTS}, e.g. {var}=10"
         )
     try:
-        return check_timeout(parsed, f"environment variable {TIMEOUT_ENV_VAR}={raw!r}")
+        return check_timeout(parsed, f"environment variable {var}={raw!r}")
     except ValueError as exc:
         return exc
 

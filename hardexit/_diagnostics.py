@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from ._registry import HardExit
 
 
+#: The reason of a guard that ``arm_at_exit()`` armed as the interpreter began
+#: to exit (with the caller's own in parentheses); its report names the phase.
+EXIT_BEGAN = "interpreter exit began"
+
+
 class FireDetails:
     """What is known when a guard fires; passed to every on-fire hook.  Immutable.
 
@@ -75,11 +80,16 @@ class FireDetails:
 
     def summary(self) -> str:
         """One line: when it was armed, by how much the deadline passed, the exit code."""
-        because = f" ({self.reason})" if self.reason else ""
+        late = f"{self.late * 1e3:.1f} ms past its deadline; exiting with code {self.exit_code}"
+        reason = self.reason or ""
+        if reason == EXIT_BEGAN or reason.startswith(f"{EXIT_BEGAN} ("):
+            # arm_at_exit() armed it as the exit began: the phase, then how long ago.
+            rest = reason[len(EXIT_BEGAN) :]
+            return f"{EXIT_BEGAN} {self.since_armed:.3f} s ago{rest} and has not ended, {late}"
+        because = f" ({reason})" if reason else ""
         return (
             f"teardown{because} still running {self.since_armed:.3f} s after the guard was "
-            f"armed, {self.late * 1e3:.1f} ms past its deadline; "
-            f"exiting with code {self.exit_code}"
+            f"armed, {late}"
         )
 
     def __repr__(self) -> str:
