@@ -13,8 +13,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import select
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -29,6 +27,7 @@ import pytest
 
 import hardexit
 from hardexit import _at_exit, _config
+from hardexit.testing import run_isolated
 
 from .support import SLACK
 
@@ -115,45 +114,33 @@ class Ran:
 
 
 def run(python: str, program: str, env: dict[str, str] | None = None, limit: float = 20.0) -> Ran:
-    """Run *program* (a file, so stacks name it) in its own process group, killed afterwards."""
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("HARDEXIT_", "PYTHON"))}
-    child_env.update(env or {})
+    """Run *program* (a file, so stacks name it) on the tests' one harness, nothing imported first.
+
+    Without this suite's PYTHONPATH or any HARDEXIT_ or PYTHON variable of its
+    own: the venv's installed hardexit, and only *env*, decide what happens.
+    """
+    unset: dict[str, str | None] = {
+        name: None for name in os.environ if name.startswith(("HARDEXIT_", "PYTHON"))
+    }
     with tempfile.TemporaryDirectory(prefix="hardexit-at-exit-") as tmp:
         script = Path(tmp) / "program.py"
         script.write_text(textwrap.dedent(program))
-        with open(Path(tmp) / "out", "w+b") as out, open(Path(tmp) / "err", "w+b") as err:
-            started = time.monotonic()
-            child = subprocess.Popen(
-                [python, str(script)],
-                stdout=out,
-                stderr=err,
-                env=child_env,
-                cwd=tmp,
-                start_new_session=True,
-            )
-            # A pidfd is readable once the child has exited, before it is reaped:
-            # until then its pid, and so its process group's id, cannot be reused.
-            pidfd = os.pidfd_open(child.pid)
-            try:
-                timed_out = not select.select([pidfd], [], [], limit)[0]
-            finally:
-                os.close(pidfd)
-            exited_at = time.monotonic()
-            try:  # whatever it started: pool workers, a forkserver
-                os.killpg(child.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            child.wait()
-            out.seek(0)
-            err.seek(0)
-            return Ran(
-                exit_code=child.returncode,
-                stdout=out.read().decode("utf-8", "replace"),
-                stderr=err.read().decode("utf-8", "replace"),
-                started_at=started,
-                exited_at=exited_at,
-                timed_out=timed_out,
-            )
+        started = time.monotonic()
+        result = run_isolated(
+            [str(script)],
+            python=python,
+            env={**unset, "PYTHONPATH": None, **(env or {})},
+            cwd=tmp,
+            limit=limit,
+        )
+    return Ran(
+        exit_code=result.exit_code,
+        stdout=result.stdout,
+        stderr=result.stderr,
+        started_at=started,
+        exited_at=result.exited_at,
+        timed_out=result.timed_out,
+    )
 
 
 PREAMBLE = """\
