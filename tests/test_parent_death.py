@@ -84,16 +84,25 @@ def assert_gone_on_time(outcome: Outcome, pids: list[int]) -> None:
             assert outcome.status[pid] == 0, outcome
 
 
+# method None: the interpreter's default start method (fork, forkserver from 3.14).
 pools = pytest.mark.parametrize(
     ("kind", "method"),
     [
         ("executor", "fork"),
         ("executor", "spawn"),
         ("executor", "forkserver"),
+        ("executor", None),
         ("pool", "fork"),
         ("subprocess", None),
     ],
-    ids=["executor-fork", "executor-spawn", "executor-forkserver", "Pool-fork", "subprocess"],
+    ids=[
+        "executor-fork",
+        "executor-spawn",
+        "executor-forkserver",
+        "executor-default",
+        "Pool-fork",
+        "subprocess",
+    ],
 )
 
 
@@ -149,8 +158,10 @@ def test_a_worker_holding_the_gil_forever_is_not_covered() -> None:
     assert outcome.gone_at[pid] is None, outcome
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
-def test_a_parent_dead_before_the_call_arms_at_once(method: str) -> None:
+@pytest.mark.parametrize(
+    "method", ["fork", "spawn", "forkserver", None], ids=lambda m: m or "default"
+)
+def test_a_parent_dead_before_the_call_arms_at_once(method: str | None) -> None:
     outcome = orphan("executor", method=method, workers=2, race=True, expect={"worker": 2})
     assert_gone_on_time(outcome, outcome.pids("worker"))
     armed = outcome.words("armed_at_return")
