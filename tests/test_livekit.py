@@ -13,10 +13,20 @@ differ, the test says from which release its claim holds.
 
 from __future__ import annotations
 
+import importlib.metadata
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
+
+# Before the harness, which reads the installed release as it is imported.
+try:
+    importlib.metadata.version("livekit-agents")
+except importlib.metadata.PackageNotFoundError:
+    pytest.skip(
+        "livekit-agents is not installed (the test extra leaves it out on Python 3.15+)",
+        allow_module_level=True,
+    )
 
 from .livekit_harness import JOB_ID, LIVEKIT, Run, launch
 from .support import SLACK, gone_at

@@ -8,6 +8,7 @@ whatever is left is killed and reaped.
 from __future__ import annotations
 
 import math
+import multiprocessing
 from typing import Any
 
 import pytest
@@ -59,16 +60,31 @@ def assert_gone_on_time(outcome: Outcome, pids: list[int]) -> None:
             assert outcome.status[pid] == 0, outcome
 
 
+# method None: the interpreter's default start method, the first listed (fork,
+# forkserver from 3.14).  Where it is fork, the fork cases cover it.
+DEFAULT_METHOD = multiprocessing.get_all_start_methods()[0]
+default_method = pytest.mark.skipif(
+    DEFAULT_METHOD == "fork", reason="the default start method is fork here: the fork case tests it"
+)
+
 pools = pytest.mark.parametrize(
     ("kind", "method"),
     [
         ("executor", "fork"),
         ("executor", "spawn"),
         ("executor", "forkserver"),
+        pytest.param("executor", None, marks=default_method),
         ("pool", "fork"),
         ("subprocess", None),
     ],
-    ids=["executor-fork", "executor-spawn", "executor-forkserver", "Pool-fork", "subprocess"],
+    ids=[
+        "executor-fork",
+        "executor-spawn",
+        "executor-forkserver",
+        "executor-default",
+        "Pool-fork",
+        "subprocess",
+    ],
 )
 
 
@@ -124,8 +140,12 @@ def test_a_worker_holding_the_gil_forever_is_not_covered() -> None:
     assert outcome.gone_at[pid] is None, outcome
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
-def test_a_parent_dead_before_the_call_arms_at_once(method: str) -> None:
+@pytest.mark.parametrize(
+    "method",
+    ["fork", "spawn", "forkserver", pytest.param(None, marks=default_method)],
+    ids=lambda m: m or "default",
+)
+def test_a_parent_dead_before_the_call_arms_at_once(method: str | None) -> None:
     outcome = orphan("executor", method=method, workers=2, race=True, expect={"worker": 2})
     assert_gone_on_time(outcome, outcome.pids("worker"))
     armed = outcome.words("armed_at_return")
