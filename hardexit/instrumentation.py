@@ -20,12 +20,12 @@ import _collections_abc
 
 from . import _config
 from ._diagnostics import FireDetails, log_hard_exit, on_fire_hooks
+from ._registry import HardExit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from ._registry import HardExit  # noqa: F401 - named in OnArmHook
 
 __all__ = [
     "FireDetails",
@@ -42,7 +42,7 @@ __all__ = [
 #: What an on-fire hook is: called with the :class:`FireDetails`.
 OnFireHook = _collections_abc.Callable[[FireDetails], object]
 #: What an on-arm hook is: called with each new guard, once it is armed.
-OnArmHook = _collections_abc.Callable[["HardExit"], object]
+OnArmHook = _collections_abc.Callable[[HardExit], object]
 
 
 def _checked(
