@@ -52,6 +52,7 @@ def test_every_backstop_keeps_the_exact_code_when_python_can_run(name: str) -> N
     assert_exited_by_deadline(run(GIL_RELEASED, env=backstop(name)), 42)
 
 
+@pytest.mark.once  # a control: what a GIL-holding wedge does to a thread is the same everywhere
 @pytest.mark.parametrize("body", [GIL_HELD, IN_FINALIZATION], ids=["gil_held", "finalization"])
 def test_without_a_backstop_these_wedges_outlive_the_deadline(body: str) -> None:
     """The control: a Python thread alone (a threading.Timer) cannot cover these."""

@@ -251,6 +251,7 @@ def test_the_exit_code_is_the_sessions_own_status(
     assert_exits_within_budget(session, exit_code)
 
 
+@pytest.mark.once  # a control: the plugin's switch is plain Python, alike on every interpreter
 @pytest.mark.parametrize("wedge", sorted(WEDGES))
 def test_without_the_option_the_plugin_is_inert(start_session: StartSession, wedge: str) -> None:
     # The same sessions, the plugin loaded but not asked: each stays wedged.

@@ -185,6 +185,7 @@ def test_non_daemon_thread_that_never_finishes_blocks_interpreter_exit() -> None
     assert_exited_by_deadline(result, 42)
 
 
+@pytest.mark.once  # a control: the wedge itself, not hardexit, which the rest test everywhere
 def test_each_wedge_really_wedges_without_a_guard() -> None:
     """The control: without arm_hard_exit the same child is still alive at the limit."""
     result = run(WEDGES["native_gil_held"], limit=DEADLINE + 1.5)
