@@ -28,10 +28,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from tests import wedges
+from tests.support import ExitWatch
 from tests.wedges import Wedge
 
 from . import _common
-from ._common import ExitWatch, child_env, exit_label, progress, read_line, reap, spawn, tail
+from ._common import child_env, exit_label, progress, read_line, reap, spawn, tail
 
 DEADLINE = 0.3  # seconds from arming
 CAP = 3.0  # seconds from arming after which a child is killed as a timeout
@@ -209,7 +210,7 @@ def run_cell(cell: Cell, python: str) -> Sample:
             )
             os.close(write_fd)
             write_fd = -1
-            w.watch(proc.pid)
+            w.add(proc.pid)
             ready = read_line(read_fd, STARTUP_TIMEOUT).decode().strip().split(maxsplit=3)
             if not ready:
                 raise RuntimeError(f"{what}: the child never got to arm:\n{tail(stderr)}")
@@ -218,7 +219,7 @@ def run_cell(cell: Cell, python: str) -> Sample:
                     f"{what}: the interpreter ran as pid {ready[1]}, not as the child started"
                     f" ({proc.pid}): a wrapper must exec it, or the pidfd times the wrapper"
                 )
-            died_at = w.wait_for(proc.pid, float(ready[0]) + cell.cap)
+            died_at = w.wait(float(ready[0]) + cell.cap).get(proc.pid)
         finally:
             for fd in (read_fd, write_fd):
                 if fd >= 0:

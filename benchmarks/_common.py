@@ -106,54 +106,6 @@ def exit_label(returncode: int) -> str:
         return f"signal {-returncode}"
 
 
-class ExitWatch:
-    """pidfds on processes: their exits, to the millisecond."""
-
-    def __init__(self) -> None:
-        self._poll = select.poll()
-        self._fds: dict[int, int] = {}  # fd -> pid
-        self.exited: dict[int, float] = {}  # pid -> time.monotonic() when seen gone
-
-    def watch(self, pid: int) -> None:
-        if pid in self.exited or pid in self._fds.values():
-            return
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            self.exited[pid] = time.monotonic()
-            return
-        self._fds[fd] = pid
-        self._poll.register(fd, select.POLLIN)
-
-    def wait(self, timeout: float) -> None:
-        """Record exits until *timeout* seconds from now (or the first exit)."""
-        for fd, _ in self._poll.poll(math.ceil(max(0.0, timeout) * 1e3)):
-            now = time.monotonic()
-            self.exited[self._fds.pop(fd)] = now
-            self._poll.unregister(fd)
-            os.close(fd)
-
-    def wait_for(self, pid: int, give_up: float) -> float | None:
-        """When *pid* was seen gone (monotonic), or None if still alive at *give_up*."""
-        while pid not in self.exited:
-            left = give_up - time.monotonic()
-            if left <= 0:
-                return None
-            self.wait(left)
-        return self.exited[pid]
-
-    def close(self) -> None:
-        for fd in self._fds:
-            os.close(fd)
-        self._fds.clear()
-
-    def __enter__(self) -> ExitWatch:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 # --------------------------------------------------------------------------- interpreters
 
 

@@ -10,8 +10,8 @@ Each run is one ``python -c pass``, timed from the parent with
 ``time.perf_counter()`` around ``subprocess.run``; the three kinds are
 interleaved, round after round, so drifting load hits them alike.  Prints the
 median and the quartiles of each, and each one's median minus ``bare``'s.
-The wheel is built with hatchling (``pip install hatchling``) and unpacked
-into site-packages, as an installer does.
+The wheel is built with hatchling (``pip install hatchling``) and installed
+as the tests install it (``tests/installed.py``).
 
     python -m benchmarks.startup [--runs 400]
 
@@ -28,37 +28,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.installed import build_wheel, make_venv
+
 VAR = "HARDEXIT_AT_EXIT"
-
-
-def make_venv(path: Path, wheel: Path | None) -> str:
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
-    python = str(path / "bin" / "python")
-    if wheel is not None:
-        purelib = subprocess.run(
-            [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        with zipfile.ZipFile(wheel) as archive:
-            archive.extractall(purelib)
-    return python
-
-
-def build_wheel(into: Path) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(into)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = into.glob("hardexit-*.whl")
-    return wheel
 
 
 def time_once(python: str, env: dict[str, str]) -> float:
@@ -77,8 +51,8 @@ def main() -> None:
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("HARDEXIT_", "PYTHON"))}
     with tempfile.TemporaryDirectory(prefix="hardexit-startup-") as tmp:
         wheel = build_wheel(Path(tmp) / "dist")
-        bare = make_venv(Path(tmp) / "bare", None)
-        installed = make_venv(Path(tmp) / "installed", wheel)
+        bare, _ = make_venv(Path(tmp) / "bare", None)
+        installed, _ = make_venv(Path(tmp) / "installed", wheel)
         kinds = {
             "bare": (bare, base_env),
             "unset": (installed, base_env),

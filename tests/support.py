@@ -11,6 +11,7 @@ back.  This module adds what several test modules need on top of that.
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import textwrap
@@ -102,26 +103,36 @@ class ExitWatch:
             self.add(pid)
 
     def add(self, pid: int) -> None:
+        if pid in self.gone_at or pid in self._pidfds.values():
+            return
         try:
             self._pidfds[os.pidfd_open(pid)] = pid
         except ProcessLookupError:
             self.gone_at[pid] = time.monotonic()  # gone already: when we learned it
 
     def wait(
-        self, until: float, *, also: Mapping[int, Callable[[], bool]] | None = None
+        self,
+        until: float,
+        *,
+        also: Mapping[int, Callable[[], bool]] | None = None,
+        first: bool = False,
     ) -> dict[int, float]:
         """Wait until each watched process has exited, or until *until*: :attr:`gone_at`.
 
-        *also* maps other fds to callables, called when the fd is readable (a
-        pipe to read on meanwhile); one that returns False is no longer watched.
+        With *first*, return at the first exit seen, and sleep until *until*
+        if nothing is watched (a sampling loop's tick).  *also* maps other fds
+        to callables, called when the fd is readable (a pipe to read on
+        meanwhile); one that returns False is no longer watched.
         """
         poller = select.poll()
         for fd in [*self._pidfds, *(also or {})]:
             poller.register(fd, select.POLLIN)
         callbacks = dict(also or {})
-        while self._pidfds:
+        while self._pidfds or first:
             left = until - time.monotonic()
-            for fd, _ in poller.poll(max(left, 0) * 1000):  # at least once, past *until* too
+            exited = False
+            # At least once, past *until* too; whole milliseconds, rounded up.
+            for fd, _ in poller.poll(math.ceil(max(left, 0) * 1000)):
                 now = time.monotonic()
                 if fd in callbacks:
                     if not callbacks[fd]():
@@ -131,7 +142,8 @@ class ExitWatch:
                     self.gone_at[self._pidfds.pop(fd)] = now
                     poller.unregister(fd)
                     os.close(fd)
-            if left <= 0:
+                    exited = True
+            if left <= 0 or (first and exited):
                 break
         return self.gone_at
 

@@ -13,13 +13,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import subprocess
-import sys
 import sysconfig
 import tempfile
 import textwrap
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +26,7 @@ import hardexit
 from hardexit import _at_exit, _config
 from hardexit.testing import run_isolated
 
+from .installed import build_wheel, make_venv
 from .support import SLACK
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,40 +40,11 @@ PHASE_LINE = re.compile(r"hardexit: interpreter exit began (\d+\.\d+) s ago")
 def python(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A venv's interpreter with hardexit installed from its wheel, as a user installs it.
 
-    By pip where this suite has it; otherwise by unpacking the wheel into
-    site-packages, which is what an installer does with a pure-Python wheel.
+    Built once per session (tests/installed.py).
     """
     tmp = tmp_path_factory.mktemp("at-exit-venv")
-    subprocess.run(
-        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp / "dist")],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    (wheel,) = (tmp / "dist").glob("hardexit-*.whl")
-    venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    venv_python = str(venv / "bin" / "python")
-    purelib = subprocess.run(
-        [venv_python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    if importlib.util.find_spec("pip") is not None:
-        subprocess.run(
-            [
-                *(sys.executable, "-m", "pip", "--python", venv_python, "install", "-q"),
-                *("--no-deps", "--no-index", "--disable-pip-version-check", str(wheel)),
-            ],
-            check=True,
-            timeout=120,
-        )
-    else:  # a venv made by uv, say: a pure-Python wheel installs by unpacking it
-        with zipfile.ZipFile(wheel) as archive:
-            archive.extractall(purelib)
-    assert (Path(purelib) / "hardexit_at_exit.pth").is_file()
+    venv_python, purelib = make_venv(tmp / "venv", build_wheel(tmp / "dist"))
+    assert (purelib / "hardexit_at_exit.pth").is_file()
     # gevent and eventlet, from this suite's environment: a plain path line,
     # after the venv's own site-packages (so its hardexit comes first), and no
     # .pth file of that environment runs.
@@ -88,7 +57,7 @@ def python(tmp_path_factory: pytest.TempPathFactory) -> str:
         if spec is not None and spec.origin:
             deps.add(str(Path(spec.origin).parents[len(name.split("."))]))
     deps.discard(str(ROOT))
-    (Path(purelib) / "zz_test_deps.pth").write_text("\n".join(sorted(deps)) + "\n")
+    (purelib / "zz_test_deps.pth").write_text("\n".join(sorted(deps)) + "\n")
     return venv_python
 
 

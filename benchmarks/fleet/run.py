@@ -15,7 +15,9 @@ from typing import Any, NamedTuple
 
 import psutil
 
-from .._common import ExitWatch, spawn
+from tests.support import ExitWatch
+
+from .._common import spawn
 from .job import WEDGES, Job, Settings
 
 SAMPLE_INTERVAL = 0.1  # seconds between RSS samples
@@ -244,7 +246,7 @@ def _sample_run(
             elif kind in ("launched", "call_started"):
                 pid = ev["child"] if kind == "launched" else ev["pid"]
                 pids[pid] = job
-                watch.watch(pid)
+                watch.add(pid)
                 if kind == "launched":
                     run.start_costs.append(ev["start_s"])
             elif kind == "hang_up":
@@ -275,7 +277,7 @@ def _sample_run(
             for pid in last.job_children:
                 if pid not in pids:
                     pids[pid] = -1  # not reported yet; watched all the same
-                watch.watch(pid)
+                watch.add(pid)
             wedged_kb = 0
             for w in run.wedged.values():
                 if w.pid is not None and last.rss_by_pid.get(w.pid):
@@ -297,7 +299,7 @@ def _sample_run(
             unexited = [
                 job
                 for pid, job in pids.items()
-                if job >= 0 and job not in run.wedged and pid not in watch.exited
+                if job >= 0 and job not in run.wedged and pid not in watch.gone_at
             ]
             last_deadline = max(
                 (hung_up[job] + settings.timeout for job in run.wedged),
@@ -308,20 +310,20 @@ def _sample_run(
                 wedges = [w.wedged_at for w in run.wedged.values() if w.wedged_at is not None]
                 end = max([end, *(t + settings.reap_wait for t in wedges)])
             if not unexited and now >= end:
-                alive = last.job_children - set(watch.exited)
+                alive = last.job_children - set(watch.gone_at)
                 run.alive_at_end = sorted(pids.get(pid, -1) for pid in alive)
                 break
 
         if forkserver is None:
             time.sleep(0.05)
         else:
-            watch.wait(next_sample - time.monotonic())
+            watch.wait(next_sample, first=True)
 
     for w in run.wedged.values():
-        if w.pid is not None and w.pid in watch.exited:
-            w.exited_at = watch.exited[w.pid]
+        if w.pid is not None and w.pid in watch.gone_at:
+            w.exited_at = watch.gone_at[w.pid]
             w.exitcode = run.exitcodes.get(w.job)
-    for pid, t in watch.exited.items():
+    for pid, t in watch.gone_at.items():
         code = run.exitcodes.get(pids.get(pid, -1))
         detail = "" if code is None else f"exit code {code}"
         run.events.append((t, "exit", pids.get(pid), pid, detail))
