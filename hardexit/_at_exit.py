@@ -25,7 +25,7 @@ import os
 import sys
 import time
 
-from . import _config
+from . import _config, _guard
 from ._diagnostics import EXIT_BEGAN
 from ._guard import arm_hard_exit
 
@@ -82,11 +82,7 @@ def arm_at_exit(
     seconds = _config.resolve_timeout(timeout)
     code = None if exit_code is None else _config.check_exit_code(exit_code)
     reason = _config.check_reason(reason)
-    if not _config.in_main_interpreter():
-        raise RuntimeError(
-            "hardexit cannot arm in a subinterpreter: its watchdog thread would make "
-            "the interpreter's destruction abort the process; arm in the main interpreter"
-        )
+    _guard.refuse_in_a_subinterpreter()
     threading = sys.modules.get("threading")
     if _exit_began_at or getattr(threading, "_SHUTTING_DOWN", False):
         # Called from an atexit handler or a finalizer: the exit is under way.
@@ -109,7 +105,7 @@ def from_environment() -> None:
         return
     _environment_read.append(True)
     try:
-        if not _config.in_main_interpreter():
+        if not _guard._IN_MAIN_INTERPRETER:
             return
         seconds = _config.read_at_exit_env()
         if isinstance(seconds, ValueError):

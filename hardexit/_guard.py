@@ -57,15 +57,20 @@ def arm_hard_exit(
     seconds = _config.resolve_timeout(timeout)
     code = _config.check_exit_code(exit_code)
     reason = _config.check_reason(reason)
+    refuse_in_a_subinterpreter()
+    guard = _registry.arm(seconds, code, reason)
+    for hook in _config.config.on_arm:
+        hook(guard)
+    return guard
+
+
+def refuse_in_a_subinterpreter() -> None:
+    """Raise RuntimeError in a subinterpreter: a watchdog thread would abort its destruction."""
     if not _IN_MAIN_INTERPRETER:
         raise RuntimeError(
             "hardexit cannot arm in a subinterpreter: its watchdog thread would make "
             "the interpreter's destruction abort the process; arm in the main interpreter"
         )
-    guard = _registry.arm(seconds, code, reason)
-    for hook in _config.config.on_arm:
-        hook(guard)
-    return guard
 
 
 def current_deadline() -> float | None:
